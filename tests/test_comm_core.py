@@ -1,0 +1,941 @@
+"""The comm core: lifecycle tables, every state x every event, and a lifecycle model."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import itertools
+import math
+import pathlib
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+import wrapperkernel.comm
+from wrapperkernel.comm.core import (
+    ACK_ADDRESS,
+    COMM_TARGET_NAME,
+    CONNECT_TIMER,
+    CONNECTED_STATES,
+    HEARTBEAT_TIMER,
+    OPS,
+    PING_ADDRESS,
+    PONG_ADDRESS,
+    TRANSITIONS,
+    Action,
+    CancelTimer,
+    CommCore,
+    CommStateError,
+    CommTimings,
+    DeliverToProgram,
+    EraseInstallScript,
+    Event,
+    Log,
+    PageCommClosed,
+    PageCommMsg,
+    PageCommOpened,
+    ProgramRequested,
+    ProgramSubscribed,
+    ProgramUnsubscribed,
+    PublishInstallScript,
+    RelayReadRequest,
+    ReplyToProgram,
+    SendCommClose,
+    SendCommMsg,
+    StartTimer,
+    State,
+    TimerFired,
+    Trigger,
+    WorkerRestarted,
+    read_timer,
+)
+
+KERNEL_ID = "kernel-1"
+
+
+def make_core(timings: CommTimings | None = None) -> CommCore:
+    ids = itertools.count(1)
+    return CommCore(KERNEL_ID, lambda: f"display-{next(ids)}", timings)
+
+
+def opened(now_s: float, comm_id: str) -> PageCommOpened:
+    return PageCommOpened(now_s, comm_id, COMM_TARGET_NAME, {"kernel_id": KERNEL_ID})
+
+
+def ack(comm_id: str) -> SendCommMsg:
+    return SendCommMsg(comm_id, {"address": ACK_ADDRESS, "value": True}, urgent=True)
+
+
+def value_msg(comm_id: str, address: str, value: object) -> SendCommMsg:
+    return SendCommMsg(comm_id, {"address": address, "value": value})
+
+
+def ok(request_id: str, value: object = None) -> ReplyToProgram:
+    return ReplyToProgram(request_id, True, value)
+
+
+def without_logs(actions: list[Action]) -> list[Action]:
+    return [a for a in actions if not isinstance(a, Log)]
+
+
+def run(core: CommCore, steps) -> None:
+    for number, (event, expected_actions, expected_state) in enumerate(steps):
+        actions = core.handle(event)
+        assert without_logs(actions) == expected_actions, f"step {number}: {event}"
+        assert core.state is expected_state, f"step {number}: {event}"
+
+
+# --- lifecycle tables ----------------------------------------------------------------
+
+HAPPY_PATH = [
+    (
+        ProgramRequested(0.0, "r1", "start"),
+        [PublishInstallScript("display-1"), StartTimer(CONNECT_TIMER, 3.0)],
+        State.CONNECTING,
+    ),
+    (ProgramRequested(0.1, "r2", "send", "/a", 0), [], State.CONNECTING),
+    (
+        opened(0.5, "c1"),
+        [
+            CancelTimer(CONNECT_TIMER),
+            EraseInstallScript("display-1"),
+            ack("c1"),
+            ok("r1"),
+            value_msg("c1", "/a", 0),
+            ok("r2"),
+        ],
+        State.OPEN,
+    ),
+    (ProgramSubscribed(0.6, "/slider"), [], State.OPEN),
+    (
+        PageCommMsg(0.7, "c1", {"address": "/slider", "value": False}),
+        [DeliverToProgram("/slider", False)],
+        State.OPEN,
+    ),
+    (
+        ProgramRequested(0.8, "r3", "read", "/slider"),
+        [
+            StartTimer("read:r3", 3.0),
+            SendCommMsg("c1", {"address": "/slider", "read_request": True}),
+        ],
+        State.OPEN,
+    ),
+    (
+        PageCommMsg(0.9, "c1", {"address": "/slider", "value": 7}),
+        [CancelTimer("read:r3"), ok("r3", 7), DeliverToProgram("/slider", 7)],
+        State.OPEN,
+    ),
+    (
+        PageCommMsg(1.0, "c1", {"address": PING_ADDRESS, "value": "p"}),
+        [SendCommMsg("c1", {"address": PONG_ADDRESS, "value": "p"}, urgent=True)],
+        State.OPEN,
+    ),
+    # Silent for more than 1 s before the program uses the channel: ping first.
+    (
+        ProgramRequested(5.0, "r4", "send", "/a", None),
+        [
+            SendCommMsg("c1", {"address": PING_ADDRESS, "value": 1}, urgent=True),
+            StartTimer(HEARTBEAT_TIMER, 0.5),
+        ],
+        State.PINGING,
+    ),
+    (
+        PageCommMsg(5.1, "c1", {"address": PONG_ADDRESS, "value": 1}),
+        [CancelTimer(HEARTBEAT_TIMER), value_msg("c1", "/a", None), ok("r4")],
+        State.OPEN,
+    ),
+    (
+        ProgramRequested(9.0, "r5", "send", "/a", ""),
+        [
+            SendCommMsg("c1", {"address": PING_ADDRESS, "value": 2}, urgent=True),
+            StartTimer(HEARTBEAT_TIMER, 0.5),
+        ],
+        State.PINGING,
+    ),
+    # No pong: the page reloaded. Reinstall; the send stays queued.
+    (
+        TimerFired(9.5, HEARTBEAT_TIMER),
+        [PublishInstallScript("display-2"), StartTimer(CONNECT_TIMER, 3.0)],
+        State.CONNECTING,
+    ),
+    (PageCommMsg(9.6, "c1", {"address": "/slider", "value": 1}), [], State.CONNECTING),
+    (
+        opened(10.0, "c2"),
+        [
+            CancelTimer(CONNECT_TIMER),
+            EraseInstallScript("display-2"),
+            ack("c2"),
+            value_msg("c2", "/a", ""),
+            ok("r5"),
+        ],
+        State.OPEN,
+    ),
+]
+
+
+def test_happy_path():
+    run(make_core(), HAPPY_PATH)
+
+
+def test_no_page_fails_after_the_wait_then_fails_fast_then_recovers_on_open():
+    core = make_core()
+    run(
+        core,
+        [
+            (
+                ProgramRequested(0.0, "r1", "send", "/a", 1),
+                [PublishInstallScript("display-1"), StartTimer(CONNECT_TIMER, 3.0)],
+                State.CONNECTING,
+            ),
+            (
+                ProgramRequested(0.5, "r2", "read", "/a"),
+                [StartTimer("read:r2", 3.0)],
+                State.CONNECTING,
+            ),
+        ],
+    )
+    actions = without_logs(core.handle(TimerFired(3.0, CONNECT_TIMER)))
+    assert core.state is State.FAILED
+    assert actions[0] == EraseInstallScript("display-1")
+    assert [(a.request_id, a.ok) for a in actions[1:] if isinstance(a, ReplyToProgram)] == [
+        ("r1", False),
+        ("r2", False),
+    ]
+    assert CancelTimer("read:r2") in actions
+    error = actions[1].error
+    assert "No page connected" in error and "3 s" in error
+    assert "JupyterLab" in error and "comms.start()" in error
+    run(
+        core,
+        [
+            (
+                ProgramRequested(4.0, "r3", "send", "/a", 2),
+                [ReplyToProgram("r3", False, error=error)],
+                State.FAILED,
+            ),
+            (
+                ProgramRequested(4.1, "r4", "read", "/a"),
+                [ReplyToProgram("r4", False, error=error)],
+                State.FAILED,
+            ),
+            (ProgramRequested(4.2, "r5", "sync"), [ok("r5")], State.FAILED),
+            (opened(5.0, "c1"), [ack("c1")], State.OPEN),
+            (
+                ProgramRequested(5.1, "r6", "send", "/a", 3),
+                [value_msg("c1", "/a", 3), ok("r6")],
+                State.OPEN,
+            ),
+        ],
+    )
+
+
+def test_start_after_a_failure_retries_the_install():
+    core = make_core()
+    core.handle(ProgramRequested(0.0, "r1", "start"))
+    core.handle(TimerFired(3.0, CONNECT_TIMER))
+    run(
+        core,
+        [
+            (
+                ProgramRequested(4.0, "r2", "start"),
+                [PublishInstallScript("display-2"), StartTimer(CONNECT_TIMER, 3.0)],
+                State.CONNECTING,
+            ),
+            (
+                opened(4.5, "c1"),
+                [CancelTimer(CONNECT_TIMER), EraseInstallScript("display-2"), ack("c1"), ok("r2")],
+                State.OPEN,
+            ),
+        ],
+    )
+
+
+def test_timings_are_configurable():
+    timings = CommTimings(
+        wait_for_connection_s=10.0,
+        heartbeat_request_threshold_s=2.0,
+        heartbeat_timeout_s=0.25,
+        read_timeout_s=1.5,
+    )
+    core = make_core(timings)
+    assert core.handle(ProgramRequested(0.0, "r1", "start"))[1] == StartTimer(CONNECT_TIMER, 10.0)
+    core.handle(opened(0.1, "c1"))
+    assert core.handle(ProgramRequested(0.2, "r2", "read", "/a"))[0] == StartTimer("read:r2", 1.5)
+    assert core.handle(ProgramRequested(1.5, "r3", "send", "/a", 1)) == [
+        value_msg("c1", "/a", 1),
+        ok("r3"),
+    ]
+    assert core.handle(ProgramRequested(2.3, "r4", "send", "/a", 2))[1] == StartTimer(
+        HEARTBEAT_TIMER, 0.25
+    )
+
+
+def open_core(*subscriptions: str) -> CommCore:
+    core = make_core()
+    core.handle(opened(0.0, "c1"))
+    for address in subscriptions:
+        core.handle(ProgramSubscribed(0.0, address))
+    return core
+
+
+def test_comm_open_for_another_target_is_answered_with_comm_close():
+    core = make_core()
+    actions = core.handle(PageCommOpened(0.0, "x1", "jupyter.widget", {"kernel_id": KERNEL_ID}))
+    assert actions[0] == SendCommClose("x1")
+    assert isinstance(actions[1], Log) and actions[1].level == "warning"
+    assert core.state is State.IDLE and core.comm_id is None
+
+
+@pytest.mark.parametrize("data", [{"kernel_id": "another-kernel"}, {}, None, [KERNEL_ID]])
+def test_comm_open_for_another_kernel_is_ignored(data):
+    core = make_core()
+    core.handle(ProgramRequested(0.0, "r1", "start"))
+    actions = core.handle(PageCommOpened(0.1, "x1", COMM_TARGET_NAME, data))
+    assert [type(a) for a in actions] == [Log]
+    assert core.state is State.CONNECTING and core.comm_id is None
+
+
+def test_falsy_values_round_trip_and_batches_are_unpacked_in_order():
+    core = open_core("/a", "/b")
+    batch = {
+        "batch": [
+            {"address": "/a", "value": 0},
+            {"address": "/b", "value": False},
+            "garbage",
+            {"address": "/a", "value": ""},
+            {"address": "/c", "value": "nobody listens"},
+            {"address": "/b", "value": None},
+            {"address": "/a", "value": []},
+        ]
+    }
+    actions = core.handle(PageCommMsg(0.1, "c1", batch))
+    assert [a for a in actions if isinstance(a, DeliverToProgram)] == [
+        DeliverToProgram("/a", 0),
+        DeliverToProgram("/b", False),
+        DeliverToProgram("/a", ""),
+        DeliverToProgram("/b", None),
+        DeliverToProgram("/a", []),
+    ]
+    logs = [a for a in actions if isinstance(a, Log)]
+    assert any(log.level == "warning" and "batch item 2" in log.text for log in logs)
+    assert any(log.level == "debug" and "'/c'" in log.text for log in logs)
+
+
+def test_unsubscribed_address_is_logged_not_delivered():
+    core = open_core("/a")
+    core.handle(ProgramUnsubscribed(0.1, "/a"))
+    actions = core.handle(PageCommMsg(0.2, "c1", {"address": "/a", "value": 1}))
+    assert [(type(a), a.level) for a in actions] == [(Log, "debug")]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        42,
+        "text",
+        [],
+        {},
+        {"address": 3, "value": 1},
+        {"address": "/a"},
+        {"address": "/a", "value": 1, "read_request": True},
+        {"address": "/a", "read_request": "yes"},
+        {"address": "/a", "read_error": 5},
+        {"batch": "not a list"},
+        {"batch": [{"batch": [{"address": "/a", "value": 1}]}]},
+    ],
+)
+def test_malformed_page_data_becomes_a_warning(data):
+    core = open_core("/a")
+    actions = core.handle(PageCommMsg(0.1, "c1", data))
+    assert actions and all(isinstance(a, Log) and a.level == "warning" for a in actions)
+    assert core.state is State.OPEN
+
+
+def test_private_addresses_never_reach_the_program():
+    core = open_core("#secret")
+    actions = core.handle(PageCommMsg(0.1, "c1", {"address": "#secret", "value": 1}))
+    assert [type(a) for a in actions] == [Log]
+    assert core.subscriptions == frozenset()
+    reply = core.handle(ProgramRequested(0.2, "r1", "send", "#secret", 1))
+    assert [(a.ok, "reserved" in a.error) for a in reply] == [(False, True)]
+
+
+def test_read_error_and_read_timeout_complete_the_read_with_an_error():
+    core = open_core()
+    core.handle(ProgramRequested(0.1, "r1", "read", "/a"))
+    core.handle(ProgramRequested(0.1, "r2", "read", "/b", 0.25))
+    actions = core.handle(PageCommMsg(0.2, "c1", {"address": "/a", "read_error": "no such"}))
+    assert actions == [
+        CancelTimer("read:r1"),
+        ReplyToProgram("r1", False, error="The page could not read '/a': no such"),
+    ]
+    [reply] = core.handle(TimerFired(0.35, read_timer("r2")))
+    assert reply.request_id == "r2" and not reply.ok
+    assert "did not answer the read of '/b' within 0.25 s" in reply.error
+    assert core.pending_request_ids == frozenset()
+
+
+def test_page_read_request_is_relayed_when_subscribed_and_answered_otherwise():
+    core = open_core("/a")
+    assert core.handle(PageCommMsg(0.1, "c1", {"address": "/a", "read_request": True})) == [
+        RelayReadRequest("/a")
+    ]
+    assert core.handle(PageCommMsg(0.2, "c1", {"address": "/z", "read_request": True})) == [
+        SendCommMsg("c1", {"address": "/z", "read_error": "No program is subscribed to '/z'."})
+    ]
+
+
+def test_closed_comm_is_ignored_and_the_next_use_reinstalls():
+    core = open_core("/a")
+    core.handle(PageCommClosed(0.1, "c1"))
+    assert core.state is State.CLOSED and core.comm_id is None
+    assert [
+        type(a) for a in core.handle(PageCommMsg(0.2, "c1", {"address": "/a", "value": 1}))
+    ] == [Log]
+    assert core.handle(ProgramRequested(0.3, "r1", "send", "/a", 1)) == [
+        PublishInstallScript("display-1"),
+        StartTimer(CONNECT_TIMER, 3.0),
+    ]
+
+
+def test_reads_asked_on_a_closed_comm_are_asked_again_on_the_next_one():
+    core = open_core()
+    core.handle(ProgramRequested(0.1, "r1", "read", "/a"))
+    assert core.handle(PageCommClosed(0.2, "c1"))[1:] == [
+        PublishInstallScript("display-1"),
+        StartTimer(CONNECT_TIMER, 3.0),
+    ]
+    assert without_logs(core.handle(opened(0.3, "c2")))[-1] == SendCommMsg(
+        "c2", {"address": "/a", "read_request": True}
+    )
+    assert core.handle(PageCommMsg(0.4, "c2", {"address": "/a", "value": 5})) == [
+        CancelTimer("read:r1"),
+        ok("r1", 5),
+    ]
+
+
+def test_a_new_comm_open_replaces_the_old_connection():
+    core = open_core("/a")
+    core.handle(ProgramRequested(0.1, "r1", "read", "/b"))
+    actions = without_logs(core.handle(opened(0.2, "c2")))
+    assert actions == [ack("c2"), SendCommMsg("c2", {"address": "/b", "read_request": True})]
+    assert core.comm_id == "c2"
+    assert [
+        type(a) for a in core.handle(PageCommMsg(0.3, "c1", {"address": "/a", "value": 1}))
+    ] == [Log]
+    assert core.handle(ProgramRequested(0.4, "r2", "send", "/a", 1)) == [
+        value_msg("c2", "/a", 1),
+        ok("r2"),
+    ]
+
+
+def test_sync_resolves_after_everything_queued_before_it():
+    core = make_core()
+    core.handle(ProgramRequested(0.0, "s0", "sync"))  # nothing queued: resolves at once
+    core.handle(ProgramRequested(0.0, "r1", "send", "/a", 1))
+    assert core.handle(ProgramRequested(0.1, "s1", "sync")) == []
+    core.handle(ProgramRequested(0.2, "r2", "send", "/a", 2))
+    actions = without_logs(core.handle(opened(0.3, "c1")))
+    assert actions[3:] == [
+        value_msg("c1", "/a", 1),
+        ok("r1"),
+        ok("s1"),
+        value_msg("c1", "/a", 2),
+        ok("r2"),
+    ]
+
+
+def test_sync_behind_an_answered_read_resolves_with_it():
+    core = open_core()
+    core.handle(ProgramRequested(5.0, "r1", "read", "/a"))  # silent: pings, read queued
+    assert core.state is State.PINGING
+    core.handle(ProgramRequested(5.1, "s1", "sync"))
+    assert core.handle(PageCommMsg(5.2, "c1", {"address": "/a", "value": 1})) == [
+        CancelTimer("read:r1"),
+        ok("r1", 1),
+        ok("s1"),
+    ]
+
+
+def test_worker_restart_clears_subscriptions_and_fails_pending_requests():
+    core = open_core("/a")
+    core.handle(ProgramRequested(0.1, "r1", "read", "/a"))
+    actions = core.handle(WorkerRestarted(0.2))
+    assert actions[0] == CancelTimer("read:r1")
+    assert actions[1].request_id == "r1" and not actions[1].ok
+    assert "worker process was restarted" in actions[1].error
+    assert core.subscriptions == frozenset() and core.pending_request_ids == frozenset()
+    assert core.state is State.OPEN
+
+
+def test_worker_restart_forgets_a_failure():
+    core = make_core()
+    core.handle(ProgramRequested(0.0, "r1", "start"))
+    core.handle(TimerFired(3.0, CONNECT_TIMER))
+    core.handle(WorkerRestarted(4.0))
+    assert core.state is State.IDLE
+    assert core.handle(ProgramRequested(5.0, "r2", "send", "/a", 1))[0] == PublishInstallScript(
+        "display-2"
+    )
+
+
+def test_a_cancelled_timer_that_still_fires_is_ignored():
+    core = make_core()
+    core.handle(ProgramRequested(0.0, "r1", "start"))
+    core.handle(opened(0.1, "c1"))
+    actions = core.handle(TimerFired(3.0, CONNECT_TIMER))
+    assert [(type(a), a.level) for a in actions] == [(Log, "debug")]
+    assert core.state is State.OPEN
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ProgramRequested(0.0, "r1", "start"),  # duplicate of the pending r1
+        ProgramRequested(0.0, "r9", "shout"),
+        ProgramRequested(0.0, "r9", "send", None, 1),
+        ProgramRequested(0.0, "r9", "read", "/a", -1),
+        ProgramRequested(0.0, "r9", "read", "/a", True),
+        ProgramRequested(0.0, "r9", "read", "/a", math.inf),
+        TimerFired(0.0, "bogus"),
+        Event(0.0),
+    ],
+)
+def test_internal_misuse_raises_and_changes_nothing(event):
+    core = make_core()
+    core.handle(ProgramRequested(0.0, "r1", "start"))
+    before = snapshot(core)
+    with pytest.raises(CommStateError):
+        core.handle(event)
+    assert snapshot(core) == before
+
+
+def test_transition_table_covers_every_state():
+    assert set(TRANSITIONS) == set(State)
+    for state, row in TRANSITIONS.items():
+        assert all(isinstance(t, Trigger) and isinstance(s, State) for t, s in row.items())
+        # Every state answers the program and accepts a page.
+        assert {Trigger.PROGRAM_STARTED, Trigger.PROGRAM_USED, Trigger.PAGE_OPENED} <= set(row)
+        assert row[Trigger.PAGE_OPENED] is State.OPEN, state
+
+
+# --- every state x every event ---------------------------------------------------------
+
+
+def snapshot(core: CommCore):
+    return (
+        core.state,
+        core.comm_id,
+        core.pending_request_ids,
+        core.subscriptions,
+        core.armed_timers,
+    )
+
+
+# How to reach each state by a known event sequence.
+SETUPS: dict[State, list[Event]] = {
+    State.IDLE: [],
+    State.CONNECTING: [ProgramRequested(0.0, "r0", "start")],
+    State.OPEN: [ProgramRequested(0.0, "r0", "start"), opened(0.1, "c1")],
+    State.PINGING: [
+        ProgramRequested(0.0, "r0", "start"),
+        opened(0.1, "c1"),
+        ProgramRequested(5.0, "r1", "send", "/a", 1),
+    ],
+    State.CLOSED: [opened(0.1, "c1"), PageCommClosed(0.2, "c1")],
+    State.FAILED: [ProgramRequested(0.0, "r0", "start"), TimerFired(3.0, CONNECT_TIMER)],
+}
+SETUP_END_S = 5.0
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                ["address", "value", "batch", "read_request", "read_error", "kernel_id", "x"]
+            ),
+            children,
+            max_size=3,
+        )
+    ),
+    max_leaves=10,
+)
+addresses = st.sampled_from(["/a", "/b", "", "#x", PING_ADDRESS, PONG_ADDRESS, ACK_ADDRESS])
+page_items = st.one_of(
+    st.builds(lambda a, v: {"address": a, "value": v}, addresses, json_values),
+    st.builds(lambda a: {"address": a, "read_request": True}, addresses),
+    st.builds(lambda a, e: {"address": a, "read_error": e}, addresses, st.text(max_size=5)),
+)
+page_data = st.one_of(
+    json_values,
+    page_items,
+    st.builds(lambda items: {"batch": items}, st.lists(page_items | json_values, max_size=4)),
+)
+comm_ids = st.sampled_from(["c1", "c2", "c3"])
+request_ids = st.sampled_from(["r0", "r1", "r2", "r3"])
+timer_names = st.sampled_from(
+    [CONNECT_TIMER, HEARTBEAT_TIMER, "read:r0", "read:r1", "read:r2", "read:zz", "bogus", ""]
+)
+
+events = st.one_of(
+    st.builds(
+        ProgramRequested,
+        st.just(0.0),
+        request_ids,
+        st.sampled_from([*sorted(OPS), "bogus"]),
+        st.none() | addresses,
+        st.none() | st.floats(min_value=-1, max_value=5) | json_values,
+    ),
+    st.builds(ProgramSubscribed, st.just(0.0), addresses),
+    st.builds(ProgramUnsubscribed, st.just(0.0), addresses),
+    st.builds(
+        PageCommOpened,
+        st.just(0.0),
+        comm_ids,
+        st.sampled_from([COMM_TARGET_NAME, "jupyter.widget"]),
+        st.fixed_dictionaries({"kernel_id": st.sampled_from([KERNEL_ID, "other"])}) | json_values,
+    ),
+    st.builds(PageCommMsg, st.just(0.0), comm_ids, page_data),
+    # The current comm's protocol messages, often enough to matter.
+    st.builds(
+        lambda address, value: PageCommMsg(0.0, "c1", {"address": address, "value": value}),
+        st.sampled_from([PING_ADDRESS, PONG_ADDRESS, "/a"]),
+        st.integers(0, 3),
+    ),
+    st.builds(PageCommClosed, st.just(0.0), comm_ids),
+    st.builds(TimerFired, st.just(0.0), timer_names),
+    st.builds(WorkerRestarted, st.just(0.0)),
+)
+
+
+def valid_timeout(timeout: object) -> bool:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        return False
+    try:
+        return 0 < float(timeout) < math.inf
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def is_misuse(core: CommCore, event: Event) -> bool:
+    """Independent statement of what counts as the adapter's mistake."""
+    if isinstance(event, ProgramRequested):
+        bad_timeout = (
+            event.op == "read" and event.value is not None and not valid_timeout(event.value)
+        )
+        return (
+            event.request_id in core.pending_request_ids
+            or event.op not in OPS
+            or (event.op in ("send", "read") and event.address is None)
+            or bad_timeout
+        )
+    if isinstance(event, TimerFired):
+        return event.timer not in (CONNECT_TIMER, HEARTBEAT_TIMER) and not event.timer.startswith(
+            "read:"
+        )
+    return False
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    start=st.sampled_from(list(State)),
+    steps=st.lists(st.tuples(st.floats(min_value=0, max_value=4), events), max_size=25),
+)
+def test_every_state_handles_every_event(start, steps):
+    core = make_core()
+    for event in SETUPS[start]:
+        core.handle(event)
+    assert core.state is start
+    now_s = SETUP_END_S
+    for delay_s, template in steps:
+        now_s += delay_s
+        event = dataclasses.replace(template, now_s=now_s)
+        before = snapshot(core)
+        misuse = is_misuse(core, event)
+        try:
+            actions = core.handle(event)
+        except CommStateError:
+            assert misuse, f"CommStateError for valid input {event}"
+            assert snapshot(core) == before
+            continue
+        assert not misuse, f"accepted misuse {event}"
+        check_step(core, event, before, actions)
+
+
+def check_state_invariants(core: CommCore) -> None:
+    # The comm exists exactly while connected; timers match the state that owns them.
+    assert (core.comm_id is not None) == (core.state in CONNECTED_STATES)
+    assert (CONNECT_TIMER in core.armed_timers) == (core.state is State.CONNECTING)
+    assert (HEARTBEAT_TIMER in core.armed_timers) == (core.state is State.PINGING)
+
+
+def check_step(core: CommCore, event: Event, before, actions: list[Action]) -> None:
+    assert all(isinstance(a, Action) for a in actions)
+    check_state_invariants(core)
+    # Only the current comm is ever written to.
+    assert all(a.comm_id == core.comm_id for a in actions if isinstance(a, SendCommMsg))
+    # Exactly-once replies: only pending requests are answered, and answered ones are done.
+    pending_before = before[2]
+    replied = [a.request_id for a in actions if isinstance(a, ReplyToProgram)]
+    assert len(replied) == len(set(replied))
+    new_ids = {event.request_id} if isinstance(event, ProgramRequested) else set()
+    assert set(replied) <= pending_before | new_ids
+    assert not set(replied) & core.pending_request_ids
+    # Nothing silently dropped: every request still pending or just answered.
+    assert pending_before | new_ids <= core.pending_request_ids | set(replied)
+    # Private addresses never reach the program.
+    assert not any(isinstance(a, DeliverToProgram) and a.address.startswith("#") for a in actions)
+
+
+# --- the lifecycle model ---------------------------------------------------------------
+
+
+class CommLifecycle(RuleBasedStateMachine):
+    """A page and a program drive the core; the model predicts the connection and
+    checks that nothing is written to a dead comm and nothing is silently dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.core = make_core()
+        self.now_s = 0.0
+        self.deadlines: dict[str, float] = {}
+        self.live_comm: str | None = None
+        self.dead_comms: set[str] = set()
+        self.comm_serial = itertools.count(1)
+        self.request_serial = itertools.count(1)
+        self.value_serial = itertools.count(1)
+        self.requests: dict[str, ProgramRequested] = {}
+        self.replies: Counter[str] = Counter()
+        self.subscribed: set[str] = set()
+        self.values_sent_to_page: list[int] = []
+        self.reads_seen_by_page: list[str] = []
+        self.scripts_on_display: set[str] = set()
+
+    # --- plumbing ---
+
+    def apply(self, event: Event) -> list[Action]:
+        if isinstance(event, TimerFired):
+            was_armed = self.deadlines.pop(event.timer, None) is not None
+            if event.timer == HEARTBEAT_TIMER and was_armed:
+                self.kill_live_comm()  # the core gives up on a silent page
+        actions = self.core.handle(event)
+        for action in actions:
+            self.observe(action)
+        return actions
+
+    def observe(self, action: Action) -> None:
+        if isinstance(action, StartTimer):
+            self.deadlines[action.timer] = self.now_s + action.delay_s
+        elif isinstance(action, CancelTimer):
+            assert self.deadlines.pop(action.timer, None) is not None, action
+        elif isinstance(action, SendCommMsg):
+            assert action.comm_id not in self.dead_comms, action
+            assert action.comm_id == self.live_comm, action
+            data = action.data
+            if "value" in data and not data["address"].startswith("#"):
+                self.values_sent_to_page.append(data["value"])
+            if data.get("read_request") is True:
+                self.reads_seen_by_page.append(data["address"])
+        elif isinstance(action, ReplyToProgram):
+            assert action.request_id in self.requests, action
+            self.replies[action.request_id] += 1
+            assert self.replies[action.request_id] == 1, f"second reply {action}"
+            request = self.requests[action.request_id]
+            if request.op == "send" and action.ok:
+                assert request.value in self.values_sent_to_page, "ok for a send never handed over"
+        elif isinstance(action, PublishInstallScript):
+            assert action.display_id not in self.scripts_on_display
+            self.scripts_on_display.add(action.display_id)
+        elif isinstance(action, EraseInstallScript):
+            self.scripts_on_display.remove(action.display_id)
+
+    def kill_live_comm(self) -> None:
+        if self.live_comm is not None:
+            self.dead_comms.add(self.live_comm)
+        self.live_comm = None
+        self.reads_seen_by_page.clear()
+
+    def request(self, op: str, address: str | None = None, value: object = None):
+        request = ProgramRequested(self.now_s, f"r{next(self.request_serial)}", op, address, value)
+        self.requests[request.request_id] = request
+        return self.apply(request)
+
+    def fire_due_timers(self, until_s: float) -> None:
+        while self.deadlines:
+            timer, due_s = min(self.deadlines.items(), key=lambda item: item[1])
+            if due_s > until_s:
+                break
+            self.now_s = max(self.now_s, due_s)
+            self.apply(TimerFired(self.now_s, timer))
+        if until_s < math.inf:
+            self.now_s = max(self.now_s, until_s)
+
+    # --- the program ---
+
+    @rule()
+    def program_starts(self):
+        self.request("start")
+
+    @rule(address=st.sampled_from(["/a", "/b"]))
+    def program_sends(self, address):
+        self.request("send", address, next(self.value_serial))
+
+    @rule(address=st.sampled_from(["/a", "/b"]))
+    def program_reads(self, address):
+        self.request("read", address)
+
+    @rule()
+    def program_syncs(self):
+        self.request("sync")
+
+    @rule(address=st.sampled_from(["/a", "/b", "#x"]))
+    def program_subscribes(self, address):
+        self.apply(ProgramSubscribed(self.now_s, address))
+        if not address.startswith("#"):
+            self.subscribed.add(address)
+
+    @rule(address=st.sampled_from(["/a", "/b"]))
+    def program_unsubscribes(self, address):
+        self.apply(ProgramUnsubscribed(self.now_s, address))
+        self.subscribed.discard(address)
+
+    @rule()
+    def worker_restarts(self):
+        self.apply(WorkerRestarted(self.now_s))
+        self.subscribed.clear()
+
+    # --- the page ---
+
+    @rule()
+    def page_opens(self):  # first load or reload
+        comm_id = f"c{next(self.comm_serial)}"
+        self.kill_live_comm()
+        self.live_comm = comm_id
+        actions = self.apply(opened(self.now_s, comm_id))
+        assert actions.count(ack(comm_id)) == 1
+        assert self.core.state is State.OPEN
+
+    @rule(kernel_id=st.sampled_from(["another-kernel", None]))
+    def page_of_another_kernel_opens(self, kernel_id):
+        before = snapshot(self.core)
+        actions = self.apply(
+            PageCommOpened(self.now_s, "stranger", COMM_TARGET_NAME, {"kernel_id": kernel_id})
+        )
+        assert [type(a) for a in actions] == [Log]
+        assert snapshot(self.core) == before
+
+    @precondition(lambda self: self.live_comm is not None)
+    @rule(
+        values=st.lists(
+            st.tuples(st.sampled_from(["/a", "/b", "/c", "#x"]), json_values),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    def page_sends_values(self, values):
+        if len(values) == 1:
+            data = {"address": values[0][0], "value": values[0][1]}
+        else:
+            data = {"batch": [{"address": a, "value": v} for a, v in values]}
+        actions = self.apply(PageCommMsg(self.now_s, self.live_comm, data))
+        delivered = [(a.address, a.value) for a in actions if isinstance(a, DeliverToProgram)]
+        assert delivered == [(a, v) for a, v in values if a in self.subscribed]
+
+    @precondition(lambda self: self.reads_seen_by_page)
+    @rule(answer=st.booleans(), value=json_values)
+    def page_answers_a_read(self, answer, value):
+        address = self.reads_seen_by_page.pop(0)
+        kind = {"value": value} if answer else {"read_error": "unknown"}
+        self.apply(PageCommMsg(self.now_s, self.live_comm, {"address": address, **kind}))
+
+    @precondition(lambda self: self.live_comm is not None)
+    @rule(value=json_values)
+    def page_pings(self, value):
+        actions = self.apply(
+            PageCommMsg(self.now_s, self.live_comm, {"address": PING_ADDRESS, "value": value})
+        )
+        pong = SendCommMsg(self.live_comm, {"address": PONG_ADDRESS, "value": value}, urgent=True)
+        assert pong in actions
+
+    @precondition(lambda self: self.live_comm is not None)
+    @rule()
+    def page_pongs(self):
+        self.apply(PageCommMsg(self.now_s, self.live_comm, {"address": PONG_ADDRESS, "value": 1}))
+        assert self.core.state is State.OPEN
+
+    @precondition(lambda self: self.live_comm is not None)
+    @rule()
+    def page_closes(self):
+        comm_id = self.live_comm
+        self.kill_live_comm()
+        self.apply(PageCommClosed(self.now_s, comm_id))
+
+    @precondition(lambda self: self.dead_comms)
+    @rule(data=page_data)
+    def dead_page_talks(self, data):
+        comm_id = sorted(self.dead_comms)[0]
+        before = snapshot(self.core)
+        actions = self.apply(PageCommMsg(self.now_s, comm_id, data))
+        assert [type(a) for a in actions] == [Log]
+        assert snapshot(self.core) == before
+
+    # --- time ---
+
+    @rule(delay_s=st.sampled_from([0.1, 0.6, 1.1, 3.5]))
+    def time_passes(self, delay_s):
+        self.fire_due_timers(self.now_s + delay_s)
+
+    @rule()
+    def page_goes_silent_until_every_request_is_answered(self):
+        self.fire_due_timers(math.inf)
+        assert not self.deadlines
+        assert self.core.pending_request_ids == frozenset()
+        assert all(self.replies[request_id] == 1 for request_id in self.requests)
+
+    # --- invariants ---
+
+    @invariant()
+    def model_agrees_with_core(self):
+        assert self.core.comm_id == self.live_comm
+        assert self.core.armed_timers == set(self.deadlines)
+        assert self.core.subscriptions == self.subscribed
+
+    @invariant()
+    def state_owns_its_comm_and_timers(self):
+        check_state_invariants(self.core)
+
+    @invariant()
+    def program_values_reach_the_page_in_order(self):
+        sent = self.values_sent_to_page
+        assert all(earlier < later for earlier, later in itertools.pairwise(sent))
+
+    @invariant()
+    def every_request_is_pending_or_answered_once(self):
+        for request_id in self.requests:
+            pending = request_id in self.core.pending_request_ids
+            assert self.replies[request_id] + pending == 1, request_id
+
+    def teardown(self):
+        self.page_goes_silent_until_every_request_is_answered()
+
+
+CommLifecycle.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+TestCommLifecycle = CommLifecycle.TestCase
+
+
+@pytest.mark.parametrize("module", ["core", "outbox"])
+def test_core_modules_import_no_io(module):
+    path = pathlib.Path(wrapperkernel.comm.__file__).with_name(f"{module}.py")
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or ".").split(".")[0])
+    forbidden = {"asyncio", "zmq", "threading", "logging", "time", "socket", "wrapperkernel", "."}
+    assert imported and not imported & forbidden

@@ -1,0 +1,17 @@
+"""wrapperkernel: a Jupyter kernel for Python whose page and running program talk at any time.
+
+The package is split into rooms that mirror the architecture:
+
+- ``wrapperkernel.wire``     the Jupyter wire protocol (connection file, message contents,
+                             asyncio zmq transport).
+- ``wrapperkernel.channel``  the private kernel<->worker channel (frames and framing).
+- ``wrapperkernel.kernel``   the kernel process: request handlers, worker supervision,
+                             composition root.
+- ``wrapperkernel.comm``     the address channel core (sans-I/O) and the page script.
+- ``wrapperkernel.worker``   the worker process hosting IPython.
+- ``wrapperkernel.comms`` / ``wrapperkernel.widgets``  the user API imported by cells.
+
+Importing this package must stay cheap: the kernel process imports it on startup.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,85 @@
+"""Byte framing for the kernel<->worker channel (see docs/worker-channel.md).
+
+A frame on the byte stream is a 4-byte big-endian unsigned length followed by that many
+bytes of UTF-8 JSON, which must validate as one of the models in ``frames``. The decoder
+is sans-I/O: feed it whatever bytes arrived, get whole frames back. It never blocks and
+never guesses: an oversized length, bad JSON, an unknown frame type, or a stream that
+ends inside a frame raises ``FramingError`` naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Generic, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from wrapperkernel.channel.frames import _Frame
+
+HEADER = struct.Struct("!I")
+# Large enough for a big image or dataframe repr, small enough that random bytes read as a
+# length are rejected at once instead of waiting for gigabytes that never come.
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+
+T = TypeVar("T")
+
+
+class FramingError(Exception):
+    """The byte stream does not hold a valid frame; the channel cannot be trusted further."""
+
+
+def encode(frame: _Frame) -> bytes:
+    body = frame.model_dump_json().encode()
+    if len(body) > MAX_FRAME_BYTES:
+        raise FramingError(
+            f"{frame.type!r} frame of {len(body)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
+        )
+    return HEADER.pack(len(body)) + body
+
+
+class FrameDecoder(Generic[T]):
+    """Turns a byte stream into validated frames of the union ``adapter`` describes."""
+
+    def __init__(self, adapter: TypeAdapter[T], max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        self._adapter = adapter
+        self._max = max_frame_bytes
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[T]:
+        self._buffer += data
+        frames: list[T] = []
+        while len(self._buffer) >= HEADER.size:
+            (length,) = HEADER.unpack_from(self._buffer)
+            if length > self._max:
+                raise FramingError(
+                    f"frame header announces {length} bytes, over the {self._max}-byte limit"
+                )
+            end = HEADER.size + length
+            if len(self._buffer) < end:
+                break
+            body = bytes(self._buffer[HEADER.size : end])
+            del self._buffer[:end]
+            frames.append(self.parse(body))
+        return frames
+
+    def parse(self, body: bytes) -> T:
+        try:
+            return self._adapter.validate_json(body)
+        except ValidationError as error:
+            raise FramingError(f"invalid frame: {_summary(error)}") from error
+
+    def eof(self) -> None:
+        """Call when the stream ended; raises if it ended inside a frame."""
+        if self._buffer:
+            expected: Any = "?"
+            if len(self._buffer) >= HEADER.size:
+                expected = HEADER.size + HEADER.unpack_from(self._buffer)[0]
+            raise FramingError(
+                f"stream ended inside a frame: {len(self._buffer)} of {expected} bytes arrived"
+            )
+
+
+def _summary(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "frame"
+    return f"{where}: {first['msg']} ({error.error_count()} error(s))"

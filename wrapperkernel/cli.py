@@ -1,0 +1,89 @@
+"""The ``wrapperkernel`` command: run the kernel, install or uninstall its kernelspec."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+DEFAULT_NAME = "wrapperkernel"
+DEFAULT_DISPLAY_NAME = "Python (wrapperkernel)"
+RESOURCE_FILES = ("kernel.json", "logo-32x32.png", "logo-64x64.png", "logo-svg.svg")
+
+
+def kernelspec_source() -> Path:
+    """The kernelspec folder: packaged in the wheel, or the repo's for an editable install."""
+    packaged = resources.files("wrapperkernel") / "_static" / "kernelspec"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "kernelspec"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wrapperkernel", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the kernel (Jupyter calls this)")
+    run.add_argument("-f", "--connection-file", required=True)
+
+    for name, text in (("install", "install the kernelspec"),
+                       ("uninstall", "remove the kernelspec")):
+        cmd = sub.add_parser(name, help=text)
+        where = cmd.add_mutually_exclusive_group()
+        where.add_argument("--user", action="store_true", help="into the user's Jupyter data dir")
+        where.add_argument("--sys-prefix", action="store_true", help="into sys.prefix (a venv)")
+        where.add_argument("--prefix", help="into PREFIX/share/jupyter/kernels")
+        cmd.add_argument("--name", default=DEFAULT_NAME, help="kernelspec name")
+        if name == "install":
+            cmd.add_argument("--display-name", default=DEFAULT_DISPLAY_NAME,
+                             help="name shown in the launcher")
+    return parser
+
+
+def install(args: argparse.Namespace) -> str:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    source = kernelspec_source()
+    spec = json.loads((source / "kernel.json").read_text())
+    spec["argv"][0] = sys.executable
+    spec["display_name"] = args.display_name
+    prefix = sys.prefix if args.sys_prefix else args.prefix
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / args.name
+        folder.mkdir()
+        for name in RESOURCE_FILES[1:]:
+            shutil.copy(source / name, folder / name)
+        (folder / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
+        return KernelSpecManager().install_kernel_spec(
+            str(folder), kernel_name=args.name, user=args.user, prefix=prefix
+        )
+
+
+def uninstall(args: argparse.Namespace) -> str:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    manager = KernelSpecManager()
+    if args.prefix or args.sys_prefix:
+        prefix = sys.prefix if args.sys_prefix else args.prefix
+        folder = Path(prefix) / "share" / "jupyter" / "kernels" / args.name
+        if not folder.is_dir():
+            raise SystemExit(f"no kernelspec {args.name!r} under {prefix}")
+        shutil.rmtree(folder)
+        return str(folder)
+    return manager.remove_kernel_spec(args.name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        from wrapperkernel.kernel.app import run
+
+        raise SystemExit(run(args.connection_file))
+    if args.command == "install":
+        print(f"Installed kernelspec {args.name!r} in {install(args)}")
+    else:
+        print(f"Removed kernelspec {args.name!r} from {uninstall(args)}")

@@ -1,0 +1,819 @@
+"""The address channel's connection state machine: events in, actions out, no I/O.
+
+Owns the lifecycle of the one page client a kernel talks to (DESIGN.md, "The address
+channel"): publishing the install script, accepting the page's ``comm_open``,
+heartbeats, reinstalling after a stale connection, giving up on a page that never
+connects; the program requests waiting for a connection; the reads waiting for the
+page's answer; and the set of addresses the program subscribed to.
+
+Must never: touch a socket, read a clock, start a thread, use asyncio or logging, or
+import another wrapperkernel package. Time arrives on events (``now_s``); timeouts
+leave as ``StartTimer`` and come back as ``TimerFired``; log lines leave as ``Log``.
+
+Rule (after h11's ``_state.py``): everything that changes the connection state lives
+in this file, and every state change goes through the ``TRANSITIONS`` table below. A
+(state, trigger) pair missing from the table is *our* bug and raises
+``CommStateError``. Bad input from the page is the *peer's* mistake: it never raises,
+it becomes a ``Log`` action and the machine carries on.
+
+Effects that go with transitions are written out as code in ``CommCore``:
+
+- entering CONNECTING: publish the install script under a new display id, start the
+  "connect" timer;
+- entering PINGING: send ``#heartbeat/ping``, start the "heartbeat" timer;
+- a valid comm_open (any state -> OPEN): cancel "connect" and "heartbeat", erase the
+  install script, ack, ask again the reads asked on a previous comm, flush the queue;
+- PONG_RECEIVED while PINGING: cancel "heartbeat", flush the queue;
+- entering FAILED: erase the install script, fail every waiting request;
+- entering CLOSED: forget the comm; reads asked on it go back to the queue.
+
+One state-triggered rule: IDLE or CLOSED with requests still waiting (after a close or
+a stale heartbeat) counts as a program use, so the script is reinstalled and the
+requests are delivered after the reconnect or failed after the connect timeout.
+"""
+
+from __future__ import annotations
+
+import math
+import reprlib
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Literal, TypeAlias
+
+# --- protocol constants (DESIGN.md, "The address channel") -------------------------
+
+COMM_TARGET_NAME = "wrapperkernel_comm"
+ACK_ADDRESS = "#comm_open_ack"
+PING_ADDRESS = "#heartbeat/ping"
+PONG_ADDRESS = "#heartbeat/pong"
+PRIVATE_PREFIX = "#"
+
+WAIT_FOR_CONNECTION_S = 3.0
+HEARTBEAT_REQUEST_THRESHOLD_S = 1.0
+HEARTBEAT_TIMEOUT_S = 0.5
+READ_TIMEOUT_S = 3.0
+
+TimerName: TypeAlias = str
+CONNECT_TIMER: TimerName = "connect"
+HEARTBEAT_TIMER: TimerName = "heartbeat"
+READ_TIMER_PREFIX = "read:"
+
+
+def read_timer(request_id: str) -> TimerName:
+    """The timer bounding the wait for the page's answer to read request ``request_id``."""
+    return READ_TIMER_PREFIX + request_id
+
+
+@dataclass(frozen=True, slots=True)
+class CommTimings:
+    """Timeouts of the lifecycle; defaults follow DESIGN.md, tests shrink or stretch them."""
+
+    wait_for_connection_s: float = WAIT_FOR_CONNECTION_S
+    heartbeat_request_threshold_s: float = HEARTBEAT_REQUEST_THRESHOLD_S
+    heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
+    read_timeout_s: float = READ_TIMEOUT_S
+
+
+class CommStateError(Exception):
+    """The kernel misused the core (our mistake): an event the adapter should never build.
+
+    The core validates an event before changing anything, so after this exception the
+    machine is exactly as it was before the offending event.
+    """
+
+
+# --- states and the transition table ----------------------------------------------
+
+
+class State(Enum):
+    IDLE = "idle"  # never installed; the next program use publishes the script
+    CONNECTING = "connecting"  # script published, waiting for the page's comm_open
+    OPEN = "open"  # comm_open acknowledged; requests go straight to the page
+    PINGING = "pinging"  # open but silent too long; waiting for #heartbeat/pong
+    CLOSED = "closed"  # page closed the comm, or it went stale; behaves like IDLE
+    FAILED = "failed"  # no page connected in time; requests fail fast until one does
+
+
+class Trigger(Enum):
+    PROGRAM_STARTED = "program asked to start the channel"  # only clears a failure
+    PROGRAM_USED = "program request needs the page"
+    PROGRAM_USED_AFTER_SILENCE = "program request needs the page, which has been silent"
+    PAGE_OPENED = "valid comm_open from the page"
+    PAGE_CLOSED = "page closed the current comm"
+    PONG_RECEIVED = "#heartbeat/pong on the current comm"
+    CONNECT_TIMED_OUT = "connect timer fired"
+    HEARTBEAT_TIMED_OUT = "heartbeat timer fired"
+    WORKER_RESTARTED = "worker process replaced"
+
+
+S, T = State, Trigger
+TRANSITIONS: Mapping[State, Mapping[Trigger, State]] = {
+    S.IDLE: {
+        T.PROGRAM_STARTED: S.IDLE,
+        T.PROGRAM_USED: S.CONNECTING,
+        T.PAGE_OPENED: S.OPEN,
+        T.WORKER_RESTARTED: S.IDLE,
+    },
+    S.CONNECTING: {
+        T.PROGRAM_STARTED: S.CONNECTING,
+        T.PROGRAM_USED: S.CONNECTING,
+        T.PAGE_OPENED: S.OPEN,
+        T.CONNECT_TIMED_OUT: S.FAILED,
+        T.WORKER_RESTARTED: S.CONNECTING,
+    },
+    S.OPEN: {
+        T.PROGRAM_STARTED: S.OPEN,
+        T.PROGRAM_USED: S.OPEN,
+        T.PROGRAM_USED_AFTER_SILENCE: S.PINGING,
+        T.PAGE_OPENED: S.OPEN,  # a reloaded page replaces the old connection
+        T.PAGE_CLOSED: S.CLOSED,
+        T.PONG_RECEIVED: S.OPEN,
+        T.WORKER_RESTARTED: S.OPEN,
+    },
+    S.PINGING: {
+        T.PROGRAM_STARTED: S.PINGING,
+        T.PROGRAM_USED: S.PINGING,
+        T.PROGRAM_USED_AFTER_SILENCE: S.PINGING,
+        T.PAGE_OPENED: S.OPEN,
+        T.PAGE_CLOSED: S.CLOSED,
+        T.PONG_RECEIVED: S.OPEN,
+        T.HEARTBEAT_TIMED_OUT: S.CLOSED,  # stale: page reloaded or server restarted
+        T.WORKER_RESTARTED: S.PINGING,
+    },
+    S.CLOSED: {
+        T.PROGRAM_STARTED: S.CLOSED,
+        T.PROGRAM_USED: S.CONNECTING,
+        T.PAGE_OPENED: S.OPEN,
+        T.WORKER_RESTARTED: S.CLOSED,
+    },
+    S.FAILED: {
+        T.PROGRAM_STARTED: S.IDLE,  # an explicit start retries the install
+        T.PROGRAM_USED: S.FAILED,  # fail fast with the same explanation
+        T.PAGE_OPENED: S.OPEN,  # a late page still opens the channel normally
+        T.WORKER_RESTARTED: S.IDLE,  # a new program gets a fresh attempt
+    },
+}
+del S, T
+
+# The comm to the page exists exactly in these states.
+CONNECTED_STATES = frozenset({State.OPEN, State.PINGING})
+
+
+# --- events: what happened (the adapter builds them) ------------------------------
+
+Op: TypeAlias = Literal["start", "send", "read", "sync"]
+OPS: frozenset[str] = frozenset({"start", "send", "read", "sync"})
+LogLevel: TypeAlias = Literal["debug", "info", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    now_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramRequested(Event):
+    """The user program used the channel; answered by exactly one ``ReplyToProgram``.
+
+    ``start``: make sure the page client is installed and connected (also retries after
+    a failure). ``send``: ``value`` to ``address``. ``read``: ask the page for the
+    current value of ``address``; ``value`` is the timeout in seconds, or None for
+    ``CommTimings.read_timeout_s``. ``sync``: resolves once every request made before it
+    has been handed to the page connection.
+    """
+
+    request_id: str
+    op: Op
+    address: str | None = None
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramSubscribed(Event):
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramUnsubscribed(Event):
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class PageCommOpened(Event):
+    comm_id: str
+    target_name: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PageCommMsg(Event):
+    comm_id: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PageCommClosed(Event):
+    comm_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired(Event):
+    timer: TimerName
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRestarted(Event):
+    pass
+
+
+# --- actions: what the adapter must do --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PublishInstallScript(Action):
+    """Publish display_data holding the page client script under transient display_id."""
+
+    display_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EraseInstallScript(Action):
+    """update_display_data with empty data, so the script is never saved in the notebook."""
+
+    display_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendCommMsg(Action):
+    """comm_msg to the page. ``urgent`` marks protocol messages (ack, ping, pong) whose
+    timing matters: the outbox sends them ahead of queued values (see outbox.py)."""
+
+    comm_id: str
+    data: dict[str, Any]
+    urgent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SendCommClose(Action):
+    comm_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer(Action):
+    """Fire ``TimerFired(timer)`` after ``delay_s``. Starting a timer whose name is
+    already running replaces it; a replaced or cancelled timer that still fires (a race
+    in the adapter) is ignored by the core with a debug log."""
+
+    timer: TimerName
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer(Action):
+    timer: TimerName
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverToProgram(Action):
+    """A page value for an address the program subscribed to."""
+
+    address: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class RelayReadRequest(Action):
+    """The page asked for the current value of a subscribed address; the program
+    answers with an ordinary ``send``."""
+
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyToProgram(Action):
+    request_id: str
+    ok: bool
+    value: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Log(Action):
+    level: LogLevel
+    text: str
+
+
+# --- page payloads (validated here, once) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _PageValue:
+    address: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _PageReadRequest:
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class _PageReadError:
+    address: str
+    error: str
+
+
+_PageItem: TypeAlias = "_PageValue | _PageReadRequest | _PageReadError"
+_ITEM_KINDS = ("value", "read_request", "read_error")
+
+_preview = reprlib.Repr()
+_preview.maxlevel = 3
+_preview.maxstring = 80
+_preview.maxother = 80
+
+
+def _parse_item(raw: object) -> _PageItem | str:
+    """One ``{address, value | read_request | read_error}`` item, or what is wrong with it."""
+    if not isinstance(raw, dict):
+        return f"expected an object, got {type(raw).__name__}"
+    address = raw.get("address")
+    if not isinstance(address, str):
+        return "missing or non-string 'address'"
+    kinds = [kind for kind in _ITEM_KINDS if kind in raw]
+    if len(kinds) != 1:
+        return f"expected exactly one of 'value', 'read_request', 'read_error', got {kinds}"
+    if kinds[0] == "value":
+        return _PageValue(address, raw["value"])  # null, 0, false and "" are values too
+    if kinds[0] == "read_request":
+        if raw["read_request"] is not True:
+            return "'read_request' must be true"
+        return _PageReadRequest(address)
+    if not isinstance(raw["read_error"], str):
+        return "'read_error' must be a string"
+    return _PageReadError(address, raw["read_error"])
+
+
+def _parse_page_data(data: object) -> tuple[list[_PageItem], list[str]]:
+    """Items of a comm_msg in order, plus one problem text per item that was rejected."""
+    if isinstance(data, dict) and "batch" in data:
+        batch = data["batch"]
+        if not isinstance(batch, list):
+            return [], [f"'batch' must be a list, got {type(batch).__name__}"]
+        items: list[_PageItem] = []
+        problems: list[str] = []
+        for index, raw in enumerate(batch):
+            parsed = _parse_item(raw)
+            if isinstance(parsed, str):
+                problems.append(f"batch item {index}: {parsed}: {_preview.repr(raw)}")
+            else:
+                items.append(parsed)
+        return items, problems
+    parsed = _parse_item(data)
+    if isinstance(parsed, str):
+        return [], [f"{parsed}: {_preview.repr(data)}"]
+    return [parsed], []
+
+
+def _is_private(address: str) -> bool:
+    return address.startswith(PRIVATE_PREFIX)
+
+
+# --- the machine --------------------------------------------------------------------
+
+
+class CommCore:
+    """The kernel's side of the address channel for one page connection at a time.
+
+    ``handle(event)`` returns the actions to perform, in order. Deterministic: display
+    ids come from the injected ``new_id``; time only from events.
+    """
+
+    def __init__(
+        self,
+        kernel_id: str,
+        new_id: Callable[[], str],
+        timings: CommTimings | None = None,
+    ) -> None:
+        self._kernel_id = kernel_id
+        self._new_id = new_id
+        self._timings = timings if timings is not None else CommTimings()
+        self._state = State.IDLE
+        self._comm_id: str | None = None
+        self._last_heard_s = -math.inf
+        self._display_id: str | None = None  # install script published, not yet erased
+        self._failure: str | None = None  # the explanation repeated while FAILED
+        self._ping_count = 0
+        self._armed: set[TimerName] = set()
+        self._subscriptions: set[str] = set()
+        # Requests waiting for the connection, in the order the program made them.
+        self._queue: deque[ProgramRequested] = deque()
+        # Reads asked on the current comm, waiting for the page's answer.
+        self._asked: dict[str, ProgramRequested] = {}
+        # Every request accepted and not yet answered (queued, asked, or being handled).
+        self._pending: set[str] = set()
+        self._actions: list[Action] = []
+        self._handlers: dict[type[Event], Callable[[Any], None]] = {
+            ProgramRequested: self._on_program_requested,
+            ProgramSubscribed: self._on_program_subscribed,
+            ProgramUnsubscribed: self._on_program_unsubscribed,
+            PageCommOpened: self._on_page_comm_opened,
+            PageCommMsg: self._on_page_comm_msg,
+            PageCommClosed: self._on_page_comm_closed,
+            TimerFired: self._on_timer_fired,
+            WorkerRestarted: self._on_worker_restarted,
+        }
+
+    # --- public surface ---
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def comm_id(self) -> str | None:
+        """The open comm (for comm_info_reply), None unless OPEN or PINGING."""
+        return self._comm_id
+
+    @property
+    def subscriptions(self) -> frozenset[str]:
+        return frozenset(self._subscriptions)
+
+    @property
+    def armed_timers(self) -> frozenset[TimerName]:
+        return frozenset(self._armed)
+
+    @property
+    def pending_request_ids(self) -> frozenset[str]:
+        """Program requests that have not had their ``ReplyToProgram`` yet."""
+        return frozenset(self._pending)
+
+    def handle(self, event: Event) -> list[Action]:
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise CommStateError(f"not a comm core event: {event!r}")
+        self._actions = []
+        handler(event)
+        actions, self._actions = self._actions, []
+        return actions
+
+    # --- transitions ---
+
+    def _fire(self, trigger: Trigger) -> State:
+        try:
+            new_state = TRANSITIONS[self._state][trigger]
+        except KeyError:
+            raise CommStateError(
+                f"no transition for {trigger.name} in state {self._state.name}"
+            ) from None
+        self._state = new_state
+        return new_state
+
+    # --- program events ---
+
+    def _on_program_requested(self, event: ProgramRequested) -> None:
+        read_timeout_s = self._validate_request(event)
+        self._pending.add(event.request_id)  # removed by its one ReplyToProgram
+        if event.op == "sync":
+            if self._queue:
+                self._queue.append(event)  # resolves when everything before it is out
+            else:
+                self._reply(event, ok=True)
+            return
+        if event.op in ("send", "read") and _is_private(event.address):
+            self._reply(
+                event,
+                ok=False,
+                error=f"Address {event.address!r} starts with '#', which is reserved for "
+                "the wrapperkernel protocol; use an address without a leading '#'.",
+            )
+            return
+        if event.op == "start" and self._fire(Trigger.PROGRAM_STARTED) is State.IDLE:
+            self._failure = None
+        old_state = self._state
+        silent = (
+            self._comm_id is not None
+            and event.now_s - self._last_heard_s > self._timings.heartbeat_request_threshold_s
+        )
+        trigger = Trigger.PROGRAM_USED_AFTER_SILENCE if silent else Trigger.PROGRAM_USED
+        new_state = self._fire(trigger)
+        if new_state is State.FAILED:
+            self._reply(event, ok=False, error=self._failure)
+            return
+        if event.op == "read":
+            self._start_timer(read_timer(event.request_id), read_timeout_s)
+        if new_state is State.OPEN:
+            self._perform(event)
+            return
+        self._queue.append(event)
+        if new_state is not old_state:
+            self._enter_waiting_state(new_state)
+
+    def _validate_request(self, event: ProgramRequested) -> float:
+        """Reject adapter mistakes before anything changes; returns the read timeout."""
+        if not isinstance(event.request_id, str):
+            raise CommStateError(f"request_id must be a string: {event!r}")
+        if event.request_id in self._pending:
+            raise CommStateError(f"request_id {event.request_id!r} is already pending")
+        if event.op not in OPS:
+            raise CommStateError(f"unknown program op {event.op!r}")
+        if event.op in ("send", "read") and not isinstance(event.address, str):
+            raise CommStateError(f"{event.op} needs a string address: {event!r}")
+        if event.op != "read" or event.value is None:
+            return self._timings.read_timeout_s
+        problem = CommStateError(f"read timeout must be a positive number of seconds: {event!r}")
+        if isinstance(event.value, bool) or not isinstance(event.value, (int, float)):
+            raise problem
+        try:
+            timeout_s = float(event.value)
+        except OverflowError:
+            raise problem from None
+        if not 0 < timeout_s < math.inf:
+            raise problem
+        return timeout_s
+
+    def _on_program_subscribed(self, event: ProgramSubscribed) -> None:
+        if not isinstance(event.address, str):
+            raise CommStateError(f"subscription address must be a string: {event!r}")
+        if _is_private(event.address):
+            self._log("warning", f"ignored subscription to private address {event.address!r}")
+            return
+        self._subscriptions.add(event.address)
+
+    def _on_program_unsubscribed(self, event: ProgramUnsubscribed) -> None:
+        if not isinstance(event.address, str):
+            raise CommStateError(f"subscription address must be a string: {event!r}")
+        if event.address not in self._subscriptions:
+            self._log("debug", f"unsubscribe from {event.address!r}, which had no subscriber")
+        self._subscriptions.discard(event.address)
+
+    def _on_worker_restarted(self, event: WorkerRestarted) -> None:
+        self._subscriptions.clear()
+        self._fail_all_waiting(
+            "The Python worker process was restarted before this request completed; "
+            "run the cell again."
+        )
+        self._fire(Trigger.WORKER_RESTARTED)
+        if self._state is State.IDLE:
+            self._failure = None
+
+    # --- page events ---
+
+    def _on_page_comm_opened(self, event: PageCommOpened) -> None:
+        if event.target_name != COMM_TARGET_NAME:
+            # The kernel answers comm_open for unknown targets with comm_close.
+            self._actions.append(SendCommClose(event.comm_id))
+            self._log(
+                "warning",
+                f"comm_open {event.comm_id!r} for unknown target {_preview.repr(event.target_name)}"
+                " answered with comm_close",
+            )
+            return
+        kernel_id = event.data.get("kernel_id") if isinstance(event.data, dict) else None
+        if kernel_id != self._kernel_id:
+            self._log(
+                "warning",
+                f"ignored comm_open {event.comm_id!r} for kernel id {_preview.repr(kernel_id)}"
+                f" (this kernel is {self._kernel_id!r})",
+            )
+            return
+        old_comm_id = self._comm_id
+        if old_comm_id is not None:
+            # No comm_close to the old comm: its page is gone or has replaced itself.
+            self._log("info", f"comm {event.comm_id!r} replaces comm {old_comm_id!r}")
+            self._requeue_asked_reads()
+        self._fire(Trigger.PAGE_OPENED)
+        self._comm_id = event.comm_id
+        self._last_heard_s = event.now_s
+        self._failure = None
+        self._cancel_timer(CONNECT_TIMER)
+        self._cancel_timer(HEARTBEAT_TIMER)
+        self._erase_install_script()
+        self._send({"address": ACK_ADDRESS, "value": True}, urgent=True)
+        self._log("info", f"comm {event.comm_id!r} open")
+        self._flush()
+
+    def _on_page_comm_msg(self, event: PageCommMsg) -> None:
+        if self._comm_id is None or event.comm_id != self._comm_id:
+            self._log("info", f"ignored comm_msg for unknown or closed comm {event.comm_id!r}")
+            return
+        self._last_heard_s = event.now_s
+        items, problems = _parse_page_data(event.data)
+        for problem in problems:
+            self._log("warning", f"ignored malformed comm_msg item from the page: {problem}")
+        for item in items:
+            if isinstance(item, _PageValue):
+                self._on_page_value(item)
+            elif isinstance(item, _PageReadRequest):
+                self._on_page_read_request(item)
+            else:
+                self._on_page_read_error(item)
+
+    def _on_page_value(self, item: _PageValue) -> None:
+        if _is_private(item.address):
+            if item.address == PING_ADDRESS:
+                self._send({"address": PONG_ADDRESS, "value": item.value}, urgent=True)
+            elif item.address == PONG_ADDRESS:
+                self._on_pong(item.value)
+            else:
+                self._log("warning", f"ignored unknown private address {item.address!r}")
+            return
+        answered = self._complete_reads(item.address, ok=True, value=item.value)
+        if item.address in self._subscriptions:
+            self._actions.append(DeliverToProgram(item.address, item.value))
+        elif not answered:
+            # A choice, not a loss: only subscribed addresses reach the program.
+            self._log("debug", f"value for {item.address!r} dropped: no subscriber")
+
+    def _on_pong(self, value: Any) -> None:
+        was_pinging = self._state is State.PINGING
+        self._fire(Trigger.PONG_RECEIVED)
+        if not was_pinging:
+            self._log("debug", f"unsolicited pong {_preview.repr(value)}")
+            return
+        if value != self._ping_count:
+            self._log("debug", f"pong {_preview.repr(value)} for ping {self._ping_count}")
+        self._cancel_timer(HEARTBEAT_TIMER)
+        self._flush()
+
+    def _on_page_read_request(self, item: _PageReadRequest) -> None:
+        if _is_private(item.address):
+            self._log("warning", f"ignored read_request for private address {item.address!r}")
+        elif item.address in self._subscriptions:
+            self._actions.append(RelayReadRequest(item.address))
+        else:
+            # Answer rather than let the page wait for its own timeout.
+            self._send(
+                {
+                    "address": item.address,
+                    "read_error": f"No program is subscribed to {item.address!r}.",
+                }
+            )
+
+    def _on_page_read_error(self, item: _PageReadError) -> None:
+        error = f"The page could not read {item.address!r}: {item.error}"
+        if not self._complete_reads(item.address, ok=False, error=error):
+            self._log("debug", f"read_error for {item.address!r} with no read pending")
+
+    def _on_page_comm_closed(self, event: PageCommClosed) -> None:
+        if self._comm_id is None or event.comm_id != self._comm_id:
+            self._log("info", f"ignored comm_close for unknown or closed comm {event.comm_id!r}")
+            return
+        self._log("info", f"page closed comm {event.comm_id!r}")
+        self._fire(Trigger.PAGE_CLOSED)
+        self._lose_comm()
+
+    # --- timers ---
+
+    def _on_timer_fired(self, event: TimerFired) -> None:
+        timer = event.timer
+        is_read = isinstance(timer, str) and timer.startswith(READ_TIMER_PREFIX)
+        if timer not in (CONNECT_TIMER, HEARTBEAT_TIMER) and not is_read:
+            raise CommStateError(f"unknown timer {timer!r}")
+        if timer not in self._armed:
+            self._log("debug", f"ignored timer {timer!r}: cancelled or replaced")
+            return
+        if is_read:
+            self._on_read_timed_out(timer[len(READ_TIMER_PREFIX) :])
+            return
+        self._armed.discard(timer)
+        if timer == CONNECT_TIMER:
+            self._fire(Trigger.CONNECT_TIMED_OUT)
+            self._erase_install_script()
+            self._failure = (
+                "No page connected to the wrapperkernel comm channel within "
+                f"{self._timings.wait_for_connection_s:g} s. The page client runs only in a "
+                "notebook open in JupyterLab or Notebook 7 (not in nbclient, papermill or "
+                "jupyter console). Open the notebook in a browser tab, then call "
+                "wrapperkernel.comms.start() or restart the kernel to try again."
+            )
+            self._log("warning", self._failure)
+            self._fail_all_waiting(self._failure)
+        else:
+            self._log("info", f"no pong from comm {self._comm_id!r}: connection is stale")
+            self._fire(Trigger.HEARTBEAT_TIMED_OUT)
+            self._lose_comm()
+
+    def _on_read_timed_out(self, request_id: str) -> None:
+        request = self._asked.pop(request_id, None)
+        if request is None:
+            request = next((r for r in self._queue if r.request_id == request_id), None)
+            if request is None:
+                raise CommStateError(f"read timer armed for unknown request {request_id!r}")
+            self._queue.remove(request)
+        self._armed.discard(read_timer(request_id))
+        timeout_s = self._timings.read_timeout_s if request.value is None else request.value
+        self._reply(
+            request,
+            ok=False,
+            error=f"The page did not answer the read of {request.address!r} within "
+            f"{timeout_s:g} s. Check that the notebook is open in a browser tab and that "
+            "the page has a value for this address.",
+        )
+        self._release_leading_syncs()
+
+    # --- effects ---
+
+    def _enter_waiting_state(self, state: State) -> None:
+        if state is State.CONNECTING:
+            self._display_id = self._new_id()
+            self._actions.append(PublishInstallScript(self._display_id))
+            self._start_timer(CONNECT_TIMER, self._timings.wait_for_connection_s)
+        elif state is State.PINGING:
+            self._ping_count += 1
+            self._send({"address": PING_ADDRESS, "value": self._ping_count}, urgent=True)
+            self._start_timer(HEARTBEAT_TIMER, self._timings.heartbeat_timeout_s)
+        else:
+            raise CommStateError(f"{state.name} is not a state that waits for the page")
+
+    def _lose_comm(self) -> None:
+        """Entering CLOSED: forget the comm; reinstall if requests are still waiting."""
+        self._cancel_timer(HEARTBEAT_TIMER)
+        self._requeue_asked_reads()
+        self._comm_id = None
+        if self._queue:
+            self._enter_waiting_state(self._fire(Trigger.PROGRAM_USED))
+
+    def _requeue_asked_reads(self) -> None:
+        """Reads asked on a comm that is going away are asked again on the next one."""
+        self._queue.extendleft(reversed(self._asked.values()))
+        self._asked.clear()
+
+    def _flush(self) -> None:
+        while self._queue:
+            self._perform(self._queue.popleft())
+
+    def _perform(self, request: ProgramRequested) -> None:
+        """Carry out a request on the open comm."""
+        if request.op == "send":
+            self._send({"address": request.address, "value": request.value})
+            self._reply(request, ok=True)
+        elif request.op == "read":
+            self._send({"address": request.address, "read_request": True})
+            self._asked[request.request_id] = request
+        else:  # start, sync
+            self._reply(request, ok=True)
+
+    def _complete_reads(
+        self, address: str, *, ok: bool, value: Any = None, error: str | None = None
+    ) -> bool:
+        """Answer every pending read of ``address``; True if there was one."""
+        waiting = [r for r in self._queue if r.op == "read" and r.address == address]
+        asked = [r for r in self._asked.values() if r.address == address]
+        for request in waiting:
+            self._queue.remove(request)
+        for request in asked:
+            del self._asked[request.request_id]
+        for request in waiting + asked:
+            self._cancel_timer(read_timer(request.request_id))
+            self._reply(request, ok=ok, value=value, error=error)
+        if waiting:
+            self._release_leading_syncs()
+        return bool(waiting or asked)
+
+    def _release_leading_syncs(self) -> None:
+        while self._queue and self._queue[0].op == "sync":
+            self._reply(self._queue.popleft(), ok=True)
+
+    def _fail_all_waiting(self, error: str | None) -> None:
+        requests = [*self._asked.values(), *self._queue]
+        self._asked.clear()
+        self._queue.clear()
+        for request in requests:
+            if request.op == "read":
+                self._cancel_timer(read_timer(request.request_id))
+            self._reply(request, ok=False, error=error)
+
+    def _erase_install_script(self) -> None:
+        if self._display_id is not None:
+            self._actions.append(EraseInstallScript(self._display_id))
+            self._display_id = None
+
+    def _send(self, data: dict[str, Any], *, urgent: bool = False) -> None:
+        if self._comm_id is None:
+            raise CommStateError(f"no open comm to send {data!r} to")
+        self._actions.append(SendCommMsg(self._comm_id, data, urgent))
+
+    def _reply(
+        self, request: ProgramRequested, *, ok: bool, value: Any = None, error: str | None = None
+    ) -> None:
+        self._pending.remove(request.request_id)
+        self._actions.append(ReplyToProgram(request.request_id, ok, value, error))
+
+    def _start_timer(self, timer: TimerName, delay_s: float) -> None:
+        self._armed.add(timer)
+        self._actions.append(StartTimer(timer, delay_s))
+
+    def _cancel_timer(self, timer: TimerName) -> None:
+        if timer in self._armed:
+            self._armed.discard(timer)
+            self._actions.append(CancelTimer(timer))
+
+    def _log(self, level: LogLevel, text: str) -> None:
+        self._actions.append(Log(level, text))

@@ -1,0 +1,189 @@
+"""Batching and pacing of comm messages to the page, so Jupyter Server never drops them.
+
+Owns: the queue between the comm core's ``SendCommMsg`` actions and the kernel's IOPub
+socket. It coalesces consecutive items for the same comm into one
+``{"batch": [item, ...]}`` message (DESIGN.md, "The address channel") and paces
+messages with two token buckets, one counting messages and one counting bytes.
+
+Must never: touch a socket, read a clock, or log. The adapter calls ``take(now_s)``
+and gets back what to send now and when to call again.
+
+Why pace at all: Jupyter Server counts every IOPub message except ``status``,
+``comm_open`` and ``execute_input`` over a sliding ``rate_limit_window`` (3 s) and
+stops forwarding to a websocket whose rate goes above ``iopub_msg_rate_limit``
+(1000 msg/s), until it falls below 80 % of it; ``iopub_data_rate_limit`` (1 MB/s)
+counts ``stream`` bytes. The program's own output shares these budgets, hence
+defaults well below them; the byte bucket also keeps a flood of values from stalling
+the page. A token bucket of capacity C refilled at rate r sends at most C + r*W in
+any window of W seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+# {"batch":[ ... ]} around the items, plus one comma per item.
+BATCH_ENVELOPE_BYTES = len('{"batch":[]}')
+
+# Lets float round-off in refills count as a full token, so that calling back at the
+# returned time always makes progress.
+_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    comm_id: str
+    data: Any
+    size_bytes: int
+
+    @property
+    def batchable(self) -> bool:
+        # Only single items go into a batch: a batch inside a batch is not in the protocol.
+        return isinstance(self.data, dict) and "address" in self.data
+
+
+class _Bucket:
+    def __init__(self, rate_per_s: float, capacity: float) -> None:
+        self.rate_per_s = rate_per_s
+        self.capacity = capacity
+        self.tokens = capacity
+
+    def refill(self, elapsed_s: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + elapsed_s * self.rate_per_s)
+
+    def has(self, amount: float) -> bool:
+        return self.tokens >= amount - _TOLERANCE * max(1.0, amount)
+
+    def wait_s(self, amount: float) -> float:
+        return max(0.0, (amount - self.tokens) / self.rate_per_s)
+
+
+class Outbox:
+    """FIFO of comm items; ``take`` returns the messages the rate budget allows now.
+
+    ``size_bytes`` is the caller's measure of an item's encoded size (its compact JSON
+    length); a message costs its items' bytes, the batch envelope, and
+    ``per_msg_overhead_bytes`` for the Jupyter message around it (header, parent
+    header, signature). Each message holds at most ``max_items_per_msg`` items and
+    ``max_bytes_per_msg`` item bytes, except that one item larger than that goes alone:
+    it waits for a full byte bucket and its excess is repaid before the next message.
+    Urgent items (protocol ack, ping, pong, whose timing matters) go ahead of queued
+    items and obey the message budget but not the byte budget; they are tiny, and the
+    server does not count comm bytes.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_items_per_msg: int = 1000,
+        max_bytes_per_msg: int = 100_000,
+        max_msgs_per_s: float = 500.0,
+        max_bytes_per_s: float = 800_000.0,
+        per_msg_overhead_bytes: int = 1_000,
+        burst_s: float = 0.5,
+    ) -> None:
+        for name, number in [
+            ("max_items_per_msg", max_items_per_msg),
+            ("max_bytes_per_msg", max_bytes_per_msg),
+            ("max_msgs_per_s", max_msgs_per_s),
+            ("max_bytes_per_s", max_bytes_per_s),
+            ("burst_s", burst_s),
+        ]:
+            if not (math.isfinite(number) and number > 0):
+                raise ValueError(f"{name} must be a positive number, got {number!r}")
+        if per_msg_overhead_bytes < 0:
+            raise ValueError(f"per_msg_overhead_bytes must be >= 0, got {per_msg_overhead_bytes}")
+        self.max_items_per_msg = max_items_per_msg
+        self.max_bytes_per_msg = max_bytes_per_msg
+        self.per_msg_overhead_bytes = per_msg_overhead_bytes
+        # A burst is at least one full message, or a full message could never go out.
+        self._msgs = _Bucket(max_msgs_per_s, max(1.0, max_msgs_per_s * burst_s))
+        largest_msg_bytes = max_bytes_per_msg + self._envelope_bytes(max_items_per_msg)
+        self._bytes = _Bucket(max_bytes_per_s, max(largest_msg_bytes, max_bytes_per_s * burst_s))
+        self._queue: deque[_Item] = deque()
+        self._urgent: deque[_Item] = deque()
+        self._last_s: float | None = None
+
+    @property
+    def msg_burst(self) -> float:
+        """Most messages sent at once (the message bucket's capacity)."""
+        return self._msgs.capacity
+
+    @property
+    def byte_burst(self) -> float:
+        """Most bytes sent at once, oversized single items aside."""
+        return self._bytes.capacity
+
+    def __len__(self) -> int:
+        return len(self._queue) + len(self._urgent)
+
+    def push(self, comm_id: str, data: Any, size_bytes: int, *, urgent: bool = False) -> None:
+        if size_bytes < 0:
+            raise ValueError(f"size_bytes must be >= 0, got {size_bytes}")
+        (self._urgent if urgent else self._queue).append(_Item(comm_id, data, size_bytes))
+
+    def message_cost_bytes(self, item_sizes: list[int]) -> int:
+        """Bytes charged for one message carrying items of these sizes."""
+        envelope = self._envelope_bytes(len(item_sizes)) if len(item_sizes) > 1 else 0
+        return self.per_msg_overhead_bytes + envelope + sum(item_sizes)
+
+    def take(self, now_s: float) -> tuple[list[tuple[str, Any]], float | None]:
+        """Messages ``(comm_id, data)`` to send now, in order, and when to call again
+        (None when the outbox is empty)."""
+        if self._last_s is not None and now_s > self._last_s:
+            self._msgs.refill(now_s - self._last_s)
+            self._bytes.refill(now_s - self._last_s)
+        if self._last_s is None or now_s > self._last_s:
+            self._last_s = now_s
+        out: list[tuple[str, Any]] = []
+        while self._urgent:
+            if not self._msgs.has(1):
+                return out, now_s + self._msgs.wait_s(1)
+            item = self._urgent.popleft()
+            self._charge([item])
+            out.append((item.comm_id, item.data))
+        while self._queue:
+            count = self._next_message_length()
+            items = [self._queue[i] for i in range(count)]
+            cost = self.message_cost_bytes([item.size_bytes for item in items])
+            needed = min(cost, self._bytes.capacity)  # an oversized item waits for a full bucket
+            if not (self._msgs.has(1) and self._bytes.has(needed)):
+                return out, now_s + max(self._msgs.wait_s(1), self._bytes.wait_s(needed))
+            for _ in range(count):
+                self._queue.popleft()
+            self._charge(items)
+            if count == 1:
+                out.append((items[0].comm_id, items[0].data))
+            else:
+                out.append((items[0].comm_id, {"batch": [item.data for item in items]}))
+        return out, None
+
+    def _next_message_length(self) -> int:
+        """How many items from the head of the queue go into the next message."""
+        first = self._queue[0]
+        if not first.batchable:
+            return 1
+        count, item_bytes = 1, first.size_bytes
+        for item in itertools.islice(self._queue, 1, None):
+            if (
+                count >= self.max_items_per_msg
+                or item.comm_id != first.comm_id
+                or not item.batchable
+                or item_bytes + item.size_bytes > self.max_bytes_per_msg
+            ):
+                break
+            count += 1
+            item_bytes += item.size_bytes
+        return count
+
+    def _charge(self, items: list[_Item]) -> None:
+        self._msgs.tokens -= 1
+        self._bytes.tokens -= self.message_cost_bytes([item.size_bytes for item in items])
+
+    @staticmethod
+    def _envelope_bytes(item_count: int) -> int:
+        return BATCH_ENVELOPE_BYTES + max(0, item_count - 1)

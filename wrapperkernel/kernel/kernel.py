@@ -1,0 +1,362 @@
+"""Answers every Jupyter request: the kernel's request handlers.
+
+Requests that need the user's namespace (execute, complete, inspect, history) go through
+one queue to the worker, one at a time, in arrival order. Everything else is answered
+here at once, also while a cell runs: kernel_info, comm_info, is_complete, interrupt,
+shutdown. Each request gets exactly one reply, with ``busy`` / ``idle`` around it
+parented to it; a malformed or unknown request gets an error reply and one log line.
+
+JupyterLab shows the state of the last tracked status message as the notebook's busy
+indicator. A request answered while a cell runs publishes its own busy/idle, then
+``busy`` again on behalf of the running cell, so the indicator keeps saying busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from wrapperkernel.channel import frames
+from wrapperkernel.kernel.info import kernel_info_content
+from wrapperkernel.wire import messages as m
+from wrapperkernel.wire.transport import Incoming, Transport
+
+log = logging.getLogger("wrapperkernel.kernel")
+
+# Output may arrive after the reply (threads the cell started); parents are kept for it.
+PARENTS_KEPT = 256
+QUEUED_TYPES = {"execute_request", "complete_request", "inspect_request", "history_request"}
+
+
+@dataclass
+class Job:
+    request: Incoming
+    frame: frames._Frame
+    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Kernel:
+    def __init__(self, transport: Transport, worker: Any) -> None:
+        self.transport = transport
+        self.worker = worker
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.current: Job | None = None
+        self.parents: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.next_execution_count = 1
+        self.shutdown_event = asyncio.Event()
+        self.restart_requested = False
+        self.comms: Any = None  # the comm relay; set by the composition root
+        self._is_complete_checker: Any = None
+        self._checker_ready = threading.Event()
+
+    # ------------------------------------------------------------------ entry points
+
+    async def on_shell(self, request: Incoming) -> None:
+        await self._dispatch(request)
+
+    async def on_control(self, request: Incoming) -> None:
+        await self._dispatch(request)
+
+    async def on_stdin(self, request: Incoming) -> None:
+        if request.msg_type != "input_reply":
+            log.warning("ignored %s on stdin (msg_id %s)", request.msg_type, request.msg_id)
+            return
+        job = self.current
+        if job is None:
+            log.warning("input_reply %s arrived when no cell asked for input", request.msg_id)
+            return
+        try:
+            reply = m.parse(m.InputReply, request.content)
+        except m.BadRequest as error:
+            log.warning("bad input_reply %s: %s", request.msg_id, error)
+            return
+        self.worker.send(frames.InputReplyFrame(req=job.request.msg_id, value=reply.value))
+
+    async def _dispatch(self, request: Incoming) -> None:
+        msg_type = request.msg_type
+        if msg_type in QUEUED_TYPES and request.channel == "shell":
+            try:
+                job = Job(request, self._worker_frame(request))
+            except m.BadRequest as error:
+                self._reply_error_now(request, "BadRequest", str(error))
+                return
+            self.queue.put_nowait(job)
+            return
+        handler = getattr(self, f"on_{msg_type}", None)
+        self._status("busy", request)
+        try:
+            if handler is None:
+                log.warning("unknown message type %r (msg_id %s)", msg_type, request.msg_id)
+                self._reply(request, {
+                    "status": "error",
+                    "ename": "UnknownMessageType",
+                    "evalue": f"wrapperkernel does not handle {msg_type!r} messages",
+                    "traceback": [],
+                })
+            else:
+                await handler(request)
+        except m.BadRequest as error:
+            log.warning("bad %s (msg_id %s): %s", msg_type, request.msg_id, error)
+            self._reply(request, _error_content("BadRequest", str(error)))
+        except Exception as error:  # noqa: BLE001 - the adapter's one catch-all: log, reply, serve on
+            log.error("handling %s (msg_id %s) failed:\n%s", msg_type, request.msg_id,
+                      traceback.format_exc())
+            self._reply(request, _error_content(type(error).__name__, str(error)))
+        finally:
+            self._status("idle", request)
+
+    # ------------------------------------------------------------------ status and replies
+
+    def _status(self, state: str, request: Incoming) -> None:
+        self.transport.publish("status", {"execution_state": state}, parent=request.header)
+        running = self.current
+        if state == "idle" and running is not None and running.request is not request:
+            self.transport.publish("status", {"execution_state": "busy"},
+                                   parent=running.request.header)
+
+    def _reply(self, request: Incoming, content: dict[str, Any]) -> None:
+        msg_type = request.msg_type
+        base = msg_type[: -len("_request")] if msg_type.endswith("_request") else msg_type
+        self.transport.send(request.channel, f"{base}_reply", content, parent=request.header,
+                            idents=request.idents)
+
+    def _reply_error_now(self, request: Incoming, ename: str, evalue: str) -> None:
+        log.warning("bad %s (msg_id %s): %s", request.msg_type, request.msg_id, evalue)
+        self._status("busy", request)
+        self._reply(request, _error_content(ename, evalue))
+        self._status("idle", request)
+
+    # ------------------------------------------------------------------ immediate handlers
+
+    async def on_kernel_info_request(self, request: Incoming) -> None:
+        self._reply(request, kernel_info_content())
+
+    async def on_comm_info_request(self, request: Incoming) -> None:
+        query = m.parse(m.CommInfoRequest, request.content)
+        target = query.target_name or query.target
+        comms = self.comms.open_comms() if self.comms else {}
+        if target:
+            comms = {cid: info for cid, info in comms.items() if info["target_name"] == target}
+        self._reply(request, {"status": "ok", "comms": comms})
+
+    async def on_is_complete_request(self, request: Incoming) -> None:
+        query = m.parse(m.IsCompleteRequest, request.content)
+        checker = await self._checker()
+        status, indent = checker.check_complete(query.code)
+        content: dict[str, Any] = {"status": status}
+        if status == "incomplete":
+            content["indent"] = " " * (indent or 0)
+        self._reply(request, content)
+
+    async def on_interrupt_request(self, request: Incoming) -> None:
+        self.interrupt()
+        self._reply(request, {"status": "ok"})
+
+    async def on_shutdown_request(self, request: Incoming) -> None:
+        query = m.parse(m.ShutdownRequest, request.content)
+        content = {"status": "ok", "restart": query.restart}
+        self._reply(request, content)
+        # Other clients learn of the shutdown on IOPub, as ipykernel and the spec's 5.4 notes do.
+        self.transport.publish("shutdown_reply", content, parent=request.header)
+        self.restart_requested = query.restart
+        self.shutdown_event.set()
+
+    async def on_comm_open(self, request: Incoming) -> None:
+        await self._comm(request, "open")
+
+    async def on_comm_msg(self, request: Incoming) -> None:
+        await self._comm(request, "msg")
+
+    async def on_comm_close(self, request: Incoming) -> None:
+        await self._comm(request, "close")
+
+    async def _comm(self, request: Incoming, kind: str) -> None:
+        if self.comms is not None:
+            self.comms.on_page_message(request, kind)
+            return
+        if kind == "open":
+            # No target is registered: tell the frontend the comm is closed (messaging spec, "Opening a Comm").
+            opened = m.parse(m.CommOpen, request.content)
+            log.info("comm_open for unknown target %r: closing it", opened.target_name)
+            self.transport.publish("comm_close", {"comm_id": opened.comm_id, "data": {}},
+                                   parent=request.header)
+
+    def interrupt(self) -> None:
+        if self.current is not None and isinstance(self.current.frame, frames.ExecuteFrame):
+            self.worker.interrupt()
+        else:
+            log.info("interrupt with no running cell: nothing to do")
+
+    async def _checker(self) -> Any:
+        if self._is_complete_checker is None:
+            await asyncio.get_running_loop().run_in_executor(None, self.preload_checker)
+        return self._is_complete_checker
+
+    def preload_checker(self) -> None:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        if self._is_complete_checker is None:
+            self._is_complete_checker = TransformerManager()
+
+    # ------------------------------------------------------------------ the worker queue
+
+    def _worker_frame(self, request: Incoming) -> frames._Frame:
+        msg_type, req, content = request.msg_type, request.msg_id, request.content
+        if msg_type == "execute_request":
+            q = m.parse(m.ExecuteRequest, content)
+            return frames.ExecuteFrame(req=req, code=q.code, silent=q.silent,
+                                       store_history=q.store_history and not q.silent,
+                                       user_expressions=q.user_expressions,
+                                       allow_stdin=q.allow_stdin)
+        if msg_type == "complete_request":
+            q2 = m.parse(m.CompleteRequest, content)
+            pos = len(q2.code) if q2.cursor_pos is None else q2.cursor_pos
+            return frames.CompleteFrame(req=req, code=q2.code, cursor_pos=pos)
+        if msg_type == "inspect_request":
+            q3 = m.parse(m.InspectRequest, content)
+            pos = len(q3.code) if q3.cursor_pos is None else q3.cursor_pos
+            return frames.InspectFrame(req=req, code=q3.code, cursor_pos=pos,
+                                       detail_level=q3.detail_level)
+        q4 = m.parse(m.HistoryRequest, content)
+        return frames.HistoryFrame(req=req, **q4.model_dump(include=set(frames.HistoryFrame.model_fields) - {"type", "req"}))
+
+    async def run_queue(self) -> None:
+        while True:
+            job = await self.queue.get()
+            self.current = job
+            request = job.request
+            self._remember(request)
+            self._status("busy", request)
+            try:
+                if isinstance(job.frame, frames.ExecuteFrame):
+                    await self._execute(job)
+                else:
+                    self.worker.send(job.frame)
+                    self._reply(request, await job.done)
+            finally:
+                self.current = None
+                self._status("idle", request)
+
+    async def _execute(self, job: Job) -> None:
+        frame = job.frame
+        assert isinstance(frame, frames.ExecuteFrame)
+        request = job.request
+        if not frame.silent:
+            self.transport.publish("execute_input",
+                                   {"code": frame.code, "execution_count": self.next_execution_count},
+                                   parent=request.header)
+        self.worker.send(frame)
+        content = await job.done
+        self._reply(request, content)
+        if content.get("status") == "error" and request.content.get("stop_on_error", True):
+            self._abort_queued_executions()
+
+    def _abort_queued_executions(self) -> None:
+        """stop_on_error: cells queued behind a failed one are answered ``aborted``."""
+        keep: list[Job] = []
+        while not self.queue.empty():
+            job = self.queue.get_nowait()
+            if isinstance(job.frame, frames.ExecuteFrame):
+                self._status("busy", job.request)
+                self._reply(job.request, {"status": "aborted",
+                                          "execution_count": self.next_execution_count})
+                self._status("idle", job.request)
+            else:
+                keep.append(job)
+        for job in keep:
+            self.queue.put_nowait(job)
+
+    def _remember(self, request: Incoming) -> None:
+        self.parents[request.msg_id] = request.header
+        while len(self.parents) > PARENTS_KEPT:
+            self.parents.popitem(last=False)
+
+    # ------------------------------------------------------------------ frames from the worker
+
+    def on_worker_frame(self, frame: frames.WorkerToKernel) -> None:
+        kind = frame.type
+        if kind == "ready":
+            log.info("worker %s ready (IPython %s)", frame.pid, frame.ipython_version)
+            return
+        if kind in ("comm_request", "comm_subscription") or kind.startswith("comm_"):
+            if self.comms is not None:
+                self.comms.on_worker_frame(frame)
+            else:
+                log.warning("comm frame %s but no comm relay", kind)
+            return
+        parent = self.parents.get(getattr(frame, "req", ""), {})
+        publish = self.transport.publish
+        if isinstance(frame, frames.StreamFrame):
+            publish("stream", {"name": frame.name, "text": frame.text}, parent)
+        elif isinstance(frame, frames.DisplayDataFrame):
+            msg_type = "update_display_data" if frame.update else "display_data"
+            publish(msg_type, {"data": frame.data, "metadata": frame.metadata,
+                               "transient": frame.transient}, parent)
+        elif isinstance(frame, frames.ExecuteResultFrame):
+            publish("execute_result", {"execution_count": frame.execution_count,
+                                       "data": frame.data, "metadata": frame.metadata}, parent)
+        elif isinstance(frame, frames.ErrorFrame):
+            publish("error", {"ename": frame.ename, "evalue": frame.evalue,
+                              "traceback": frame.traceback}, parent)
+        elif isinstance(frame, frames.ClearOutputFrame):
+            publish("clear_output", {"wait": frame.wait}, parent)
+        elif isinstance(frame, frames.InputRequestFrame):
+            self._input_request(frame)
+        elif isinstance(frame, frames.ExecuteReplyFrame):
+            self.next_execution_count = frame.execution_count + 1
+            content = frame.model_dump(exclude={"type", "req"}, exclude_none=True)
+            self._finish(frame.req, content)
+        elif isinstance(frame, frames.ReplyFrame):
+            self._finish(frame.req, frame.content)
+
+    def _finish(self, req: str, content: dict[str, Any]) -> None:
+        job = self.current
+        if job is None or job.request.msg_id != req or job.done.done():
+            log.warning("worker replied to %s, which is not the running request", req)
+            return
+        job.done.set_result(content)
+
+    def _input_request(self, frame: frames.InputRequestFrame) -> None:
+        job = self.current
+        if job is None or job.request.msg_id != frame.req:
+            log.warning("input_request for %s, which is not running", frame.req)
+            return
+        self.transport.send("stdin", "input_request",
+                            {"prompt": frame.prompt, "password": frame.password},
+                            parent=job.request.header, idents=job.request.idents)
+
+    def on_worker_exit(self, reason: str) -> None:
+        """The worker is gone; the running request fails with a sentence saying why."""
+        log.error("%s; starting a new worker", reason)
+        self.next_execution_count = 1
+        if self.comms is not None:
+            self.comms.on_worker_restarted()
+        job = self.current
+        if job is None or job.done.done():
+            return
+        evalue = (f"{reason[0].upper()}{reason[1:]} while running this request. All variables "
+                  "and imports are lost: a fresh worker has been started; re-run the cells you "
+                  "need.")
+        if isinstance(job.frame, frames.ExecuteFrame):
+            self.transport.publish("error", {"ename": "WorkerDied", "evalue": evalue,
+                                             "traceback": [f"WorkerDied: {evalue}"]},
+                                   parent=job.request.header)
+        content = _error_content("WorkerDied", evalue)
+        content["execution_count"] = self.next_execution_count
+        job.done.set_result(content)
+
+
+def _error_content(ename: str, evalue: str) -> dict[str, Any]:
+    return {"status": "error", "ename": ename, "evalue": evalue, "traceback": []}
+
+
+def install_interrupt_handler(loop: asyncio.AbstractEventLoop, kernel: Kernel) -> None:
+    """interrupt_mode "signal": the server sends SIGINT to us; the cell runs in the worker."""
+    loop.add_signal_handler(signal.SIGINT, kernel.interrupt)
+

@@ -1,0 +1,146 @@
+"""Starts, watches and replaces the worker process.
+
+The worker inherits one end of a socketpair (no network port) and runs in its own
+process group, so that SIGINT reaches it only when the kernel forwards it. The supervisor
+reads frames from the worker, hands each to ``on_frame``, and when the worker is gone
+(exit, signal, or a corrupt channel) calls ``on_exit`` with a sentence saying what
+happened, then starts a fresh worker.
+
+It owns the worker's lifecycle only; it must never interpret frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+
+from wrapperkernel.channel import frames
+from wrapperkernel.channel.framing import FrameDecoder, FramingError, encode
+
+log = logging.getLogger("wrapperkernel.supervisor")
+
+READ_CHUNK_BYTES = 256 * 1024
+STOP_GRACE_S = 2.0
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "the worker process stopped answering"
+    if returncode < 0:
+        number = -returncode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"the worker process was killed by signal {number} ({name})"
+    return f"the worker process exited with code {returncode}"
+
+
+class WorkerSupervisor:
+    def __init__(
+        self,
+        on_frame: Callable[[frames.WorkerToKernel], None],
+        on_exit: Callable[[str], None],
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self._on_frame = on_frame
+        self._on_exit = on_exit
+        self._env = env
+        self._process: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._watch: asyncio.Task | None = None
+        self._stopping = False
+        self.generation = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self) -> None:
+        kernel_end, worker_end = socket.socketpair()
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "wrapperkernel.worker",
+                "--fd",
+                str(worker_end.fileno()),
+                pass_fds=(worker_end.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+                process_group=0,
+                env=self._env,
+            )
+        finally:
+            worker_end.close()
+        reader, self._writer = await asyncio.open_connection(sock=kernel_end)
+        self.generation += 1
+        self._watch = asyncio.create_task(self._read(reader, self._process, self.generation))
+
+    def send(self, frame: frames._Frame) -> None:
+        """Queue ``frame`` for the worker; a dead worker's frames are discarded by restart."""
+        if self._writer is None or self._writer.is_closing():
+            log.warning("no worker to send a %s frame to", frame.type)
+            return
+        self._writer.write(encode(frame))
+
+    def interrupt(self) -> None:
+        if self._process and self._process.returncode is None:
+            os.kill(self._process.pid, signal.SIGINT)
+
+    async def _read(
+        self, reader: asyncio.StreamReader, process: asyncio.subprocess.Process, generation: int
+    ) -> None:
+        decoder: FrameDecoder[frames.WorkerToKernel] = FrameDecoder(frames.WORKER_TO_KERNEL)
+        reason = ""
+        try:
+            while True:
+                data = await reader.read(READ_CHUNK_BYTES)
+                if not data:
+                    decoder.eof()
+                    break
+                for frame in decoder.feed(data):
+                    self._on_frame(frame)
+        except FramingError as error:
+            reason = f"the worker sent a corrupt frame ({error})"
+            log.error("%s; killing it", reason)
+            _kill(process)
+        except ConnectionError as error:
+            reason = f"the channel to the worker broke ({error})"
+        returncode = await _wait(process)
+        if self._stopping or generation != self.generation:
+            return
+        self._on_exit(reason or describe_exit(returncode))
+        await self.start()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        self.send(frames.ShutdownFrame())
+        try:
+            await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+        except asyncio.TimeoutError:
+            _kill(process)
+            await process.wait()
+
+
+def _kill(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        try:
+            process.kill()
+        except ProcessLookupError:
+            log.debug("worker %s already gone", process.pid)
+
+
+async def _wait(process: asyncio.subprocess.Process) -> int | None:
+    try:
+        return await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+    except asyncio.TimeoutError:
+        _kill(process)
+        return await process.wait()

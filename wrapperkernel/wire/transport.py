@@ -1,0 +1,161 @@
+"""The kernel's five zmq sockets on asyncio, signing through ``jupyter_client.Session``.
+
+Messages are (de)serialised with ``Session.serialize`` / ``Session.deserialize`` and sent
+with ``send_multipart``: ``Session.send`` on an asyncio socket would send synchronously.
+A message with a bad signature or that cannot be parsed is logged and dropped here; the
+kernel's handlers only ever see well-formed, signed messages.
+
+IOPub is an XPUB socket (JEP 65): each new subscriber gets an ``iopub_welcome`` message,
+so a client knows when it starts receiving. The heartbeat echoes on its own thread, so a
+slow handler can never make the kernel look dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from wrapperkernel.wire.connection import ConnectionInfo
+
+log = logging.getLogger("wrapperkernel.wire")
+
+Handler = Callable[["Incoming"], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Incoming:
+    channel: str
+    idents: list[bytes]
+    msg: dict[str, Any]
+
+    @property
+    def header(self) -> dict[str, Any]:
+        return self.msg["header"]
+
+    @property
+    def msg_type(self) -> str:
+        return self.msg["header"].get("msg_type", "")
+
+    @property
+    def msg_id(self) -> str:
+        return self.msg["header"].get("msg_id", "")
+
+    @property
+    def content(self) -> Any:
+        return self.msg["content"]
+
+
+class Transport:
+    def __init__(self, info: ConnectionInfo, session: Any) -> None:
+        self.info = info
+        self.session = session
+        self._context = zmq.asyncio.Context()
+        self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        self._hb_thread: threading.Thread | None = None
+        self._hb_context = zmq.Context()
+
+    def bind(self) -> None:
+        info = self.info
+        for name, kind, port in (
+            ("shell", zmq.ROUTER, info.shell_port),
+            ("control", zmq.ROUTER, info.control_port),
+            ("stdin", zmq.ROUTER, info.stdin_port),
+            ("iopub", zmq.XPUB, info.iopub_port),
+        ):
+            sock = self._context.socket(kind)
+            sock.linger = 1000
+            if kind == zmq.XPUB:
+                sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+                # Never drop output at the kernel: a slow client is the client's business.
+                sock.sndhwm = 0
+            if kind == zmq.ROUTER:
+                sock.router_handover = 1
+            sock.bind(info.address(port))
+            self._sockets[name] = sock
+        hb = self._hb_context.socket(zmq.REP)
+        hb.linger = 0
+        hb.bind(info.address(info.hb_port))
+        self._hb_thread = threading.Thread(target=_echo, args=(hb,), name="heartbeat", daemon=True)
+        self._hb_thread.start()
+
+    async def serve(self, channel: str, handler: Handler) -> None:
+        """Receive on ``channel`` forever, handing each valid message to ``handler``."""
+        sock = self._sockets[channel]
+        while True:
+            frames = await sock.recv_multipart(copy=True)
+            try:
+                idents, parts = self.session.feed_identities(frames, copy=True)
+                msg = self.session.deserialize(parts, content=True, copy=True)
+            except (ValueError, TypeError, KeyError) as error:
+                # Bad or duplicate signature, too few frames, no delimiter, bad JSON.
+                log.warning("dropped a message on %s: %s", channel, error)
+                continue
+            if not isinstance(msg.get("header"), dict) or not isinstance(msg.get("content"), dict):
+                log.warning("dropped a message on %s: header or content is not an object", channel)
+                continue
+            await handler(Incoming(channel, idents, msg))
+
+    async def serve_subscriptions(self) -> None:
+        """Answer each IOPub subscription with ``iopub_welcome`` (JEP 65)."""
+        sock = self._sockets["iopub"]
+        while True:
+            frames = await sock.recv_multipart()
+            event = frames[0]
+            if event[:1] == b"\x01":
+                topic = event[1:].decode("utf-8", "replace")
+                self.publish("iopub_welcome", {"subscription": topic}, parent=None)
+
+    def send(
+        self,
+        channel: str,
+        msg_type: str,
+        content: dict[str, Any],
+        parent: dict[str, Any] | None,
+        idents: list[bytes] | None = None,
+        metadata: dict[str, Any] | None = None,
+        buffers: list[bytes] | None = None,
+    ) -> dict[str, Any]:
+        msg = self.session.msg(msg_type, content, parent=parent or {}, metadata=metadata)
+        if buffers:
+            msg["buffers"] = buffers
+        self.send_msg(channel, msg, idents)
+        return msg
+
+    def send_msg(self, channel: str, msg: dict[str, Any], idents: list[bytes] | None) -> None:
+        frames = self.session.serialize(msg, ident=idents)
+        buffers = msg.get("buffers") or []
+        future = self._sockets[channel].send_multipart(frames + list(buffers), copy=True)
+        if not future.done():
+            future.add_done_callback(_report_send_failure)
+        elif future.exception() is not None:
+            log.error("sending %s failed: %s", msg["header"]["msg_type"], future.exception())
+
+    def publish(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None,
+                metadata: dict[str, Any] | None = None,
+                buffers: list[bytes] | None = None) -> dict[str, Any]:
+        return self.send("iopub", msg_type, content, parent, metadata=metadata, buffers=buffers)
+
+    def close(self) -> None:
+        for sock in self._sockets.values():
+            sock.close(linger=500)
+        self._context.term()
+
+
+def _report_send_failure(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("sending a message failed: %s", future.exception())
+
+
+def _echo(sock: zmq.Socket) -> None:
+    while True:
+        try:
+            sock.send(sock.recv())
+        except zmq.ContextTerminated:
+            return

@@ -1,0 +1,150 @@
+"""The worker's main loop: the composition root of the worker process.
+
+Threads and their jobs:
+- main thread: runs requests one at a time (cells, completion, inspection, history);
+  user code runs here so that SIGINT becomes KeyboardInterrupt in it.
+- reader thread: reads frames from the kernel and routes them; it never runs user code.
+- output flusher and fd pumps (``output``), and the comm dispatcher (``comms`` runtime).
+
+When the kernel goes away the worker exits at once: it has nobody left to work for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import ctypes
+import faulthandler
+import getpass
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import traceback
+from typing import Any
+
+from wrapperkernel.channel import frames
+from wrapperkernel.worker.link import KernelGone, Link
+from wrapperkernel.worker.output import CapturedStream, FdCapture, OutputBuffer
+
+PR_SET_PDEATHSIG = 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m wrapperkernel.worker")
+    parser.add_argument("--fd", type=int, required=True, help="inherited socket to the kernel")
+    args = parser.parse_args(argv)
+    Worker(socket.socket(fileno=args.fd)).run()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill us if the kernel dies without closing the channel."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return  # not Linux: the closed channel still ends the worker
+
+
+class Worker:
+    def __init__(self, sock: socket.socket) -> None:
+        self.link = Link(sock)
+        self.jobs: queue.SimpleQueue[frames.KernelToWorker] = queue.SimpleQueue()
+        self.input_replies: queue.SimpleQueue[frames.InputReplyFrame] = queue.SimpleQueue()
+        # A private copy of the original stderr: crash reports reach the kernel's log even
+        # after fd 2 is redirected into the cell output.
+        self.diagnostics = os.fdopen(os.dup(2), "w", buffering=1)
+        faulthandler.enable(self.diagnostics)
+
+    def log(self, text: str) -> None:
+        print(f"[wrapperkernel worker {os.getpid()}] {text}", file=self.diagnostics)
+
+    def run(self) -> None:
+        _die_with_parent()
+        self.output = OutputBuffer(self.link.send)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        drains = [FdCapture(1, "stdout", self.output).drain, FdCapture(2, "stderr", self.output).drain]
+        sys.stdout = CapturedStream("stdout", self.output, 1)
+        sys.stderr = CapturedStream("stderr", self.output, 2)
+
+        from IPython import __version__ as ipython_version
+
+        from wrapperkernel.worker.shell import CellContext, WorkerShell
+
+        self.context = CellContext(send=self.link.send, output=self.output, drains=drains)
+        os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+        self.shell = WorkerShell.instance()
+        self.shell.init_context(self.context)
+        builtins.input = self._input  # type: ignore[assignment]
+        getpass.getpass = self._getpass  # type: ignore[assignment]
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+        threading.Thread(target=self._read, name="kernel-reader", daemon=True).start()
+        self.link.send(frames.ReadyFrame(pid=os.getpid(), ipython_version=ipython_version))
+        from wrapperkernel.worker.requests import RequestRunner
+
+        runner = RequestRunner(self.shell, self.context)
+        while True:
+            try:
+                job = self.jobs.get()
+            except KeyboardInterrupt:
+                continue  # an interrupt that arrived after its cell had finished
+            runner.run(job)
+
+    # ------------------------------------------------------------------ reader thread
+
+    def _read(self) -> None:
+        try:
+            for frame in self.link.frames():
+                self._route(frame)
+        except KernelGone as gone:
+            self.log(f"{gone}; exiting")
+        except Exception:  # noqa: BLE001 - the one catch-all of this loop: report, then exit
+            self.log("reader thread failed:\n" + traceback.format_exc())
+        os._exit(0)
+
+    def _route(self, frame: frames.KernelToWorker) -> None:
+        if isinstance(frame, frames.InputReplyFrame):
+            self.input_replies.put(frame)
+        elif isinstance(frame, (frames.CommValueFrame, frames.CommReplyFrame)):
+            self.log(f"comm frame before the comms runtime exists: {frame.type}")
+        elif isinstance(frame, frames.ShutdownFrame):
+            self.context.flush_output()
+            os._exit(0)
+        else:
+            self.jobs.put(frame)
+
+    # ------------------------------------------------------------------ signals, stdin
+
+    def _on_sigint(self, signum: int, stack: Any) -> None:
+        if self.context.executing:
+            raise KeyboardInterrupt
+        self.log("SIGINT while no cell runs: ignored")
+
+    def _input(self, prompt: Any = "") -> str:
+        return self._ask(str(prompt), password=False)
+
+    def _getpass(self, prompt: str = "Password: ", stream: Any = None) -> str:
+        return self._ask(prompt, password=True)
+
+    def _ask(self, prompt: str, password: bool) -> str:
+        from IPython.core.error import StdinNotImplementedError
+
+        if not self.context.allow_stdin:
+            raise StdinNotImplementedError(
+                "input() is not available: the frontend that ran this cell does not "
+                "support stdin (allow_stdin is false)."
+            )
+        while True:  # drop a stale reply left over from an interrupted prompt
+            try:
+                self.input_replies.get_nowait()
+            except queue.Empty:
+                break
+        self.context.emit(
+            frames.InputRequestFrame(req=self.context.req, prompt=prompt, password=password)
+        )
+        reply = self.input_replies.get()
+        return reply.value

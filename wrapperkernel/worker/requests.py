@@ -1,0 +1,134 @@
+"""Serves one kernel request at a time on the worker's main thread.
+
+Each handler turns a request frame into the frames that answer it. User code runs only
+in ``on_execute``; completion, inspection and history read the shell's state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wrapperkernel.channel import frames
+from wrapperkernel.worker.shell import CellContext, WorkerShell
+
+
+class RequestRunner:
+    def __init__(self, shell: WorkerShell, context: CellContext) -> None:
+        self.shell = shell
+        self.context = context
+
+    def run(self, job: frames.KernelToWorker) -> None:
+        handler = getattr(self, f"on_{job.type}")
+        handler(job)
+
+    def on_execute(self, job: frames.ExecuteFrame) -> None:
+        context = self.context
+        shell = self.shell
+        context.req = job.req
+        context.output.req = job.req
+        context.allow_stdin = job.allow_stdin
+        context.last_error = None
+        context.executing = True
+        try:
+            result = shell.run_cell(job.code, store_history=job.store_history, silent=job.silent)
+        except KeyboardInterrupt:
+            # The interrupt landed in IPython's own bookkeeping rather than in the cell.
+            result = None
+            context.last_error = ("KeyboardInterrupt", "", ["KeyboardInterrupt"])
+        finally:
+            context.executing = False
+        user_expressions: dict[str, Any] = {}
+        if job.user_expressions:
+            user_expressions = shell.user_expressions(job.user_expressions)
+        payload = shell.payload_manager.read_payload()
+        shell.payload_manager.clear_payload()
+        context.flush_output()
+        count = shell.execution_count - 1 if job.store_history else shell.execution_count
+        if result is not None and result.success:
+            reply = frames.ExecuteReplyFrame(
+                req=job.req,
+                status="ok",
+                execution_count=count,
+                user_expressions=user_expressions,
+                payload=payload,
+            )
+        else:
+            ename, evalue, stb = context.last_error or _describe(result)
+            reply = frames.ExecuteReplyFrame(
+                req=job.req,
+                status="error",
+                execution_count=count,
+                user_expressions=user_expressions,
+                payload=payload,
+                ename=ename,
+                evalue=evalue,
+                traceback=stb,
+            )
+        context.emit(reply)
+
+    def on_complete(self, job: frames.CompleteFrame) -> None:
+        from IPython.core.completer import provisionalcompleter, rectify_completions
+
+        code, cursor_pos = job.code, job.cursor_pos
+        with provisionalcompleter():
+            completions = list(
+                rectify_completions(code, self.shell.Completer.completions(code, cursor_pos))
+            )
+        if completions:
+            start, end = completions[0].start, completions[0].end
+        else:
+            start = end = cursor_pos
+        content = {
+            "status": "ok",
+            "matches": [c.text for c in completions],
+            "cursor_start": start,
+            "cursor_end": end,
+            "metadata": {
+                "_jupyter_types_experimental": [
+                    {
+                        "start": c.start,
+                        "end": c.end,
+                        "text": c.text,
+                        "type": c.type,
+                        "signature": c.signature,
+                    }
+                    for c in completions
+                ]
+            },
+        }
+        self.context.send(frames.ReplyFrame(req=job.req, content=content))
+
+    def on_inspect(self, job: frames.InspectFrame) -> None:
+        from IPython.utils.tokenutil import token_at_cursor
+
+        name = token_at_cursor(job.code, job.cursor_pos)
+        content: dict[str, Any] = {"status": "ok", "found": False, "data": {}, "metadata": {}}
+        try:
+            bundle = self.shell.object_inspect_mime(name, detail_level=job.detail_level)
+        except KeyError:
+            pass  # not found is an ordinary answer, said by found=False
+        else:
+            if not self.shell.enable_html_pager:
+                bundle.pop("text/html", None)
+            content.update(found=True, data=bundle)
+        self.context.send(frames.ReplyFrame(req=job.req, content=content))
+
+    def on_history(self, job: frames.HistoryFrame) -> None:
+        manager = self.shell.history_manager
+        if job.hist_access_type == "tail":
+            items = manager.get_tail(job.n or 10, raw=job.raw, output=job.output, include_latest=True)
+        elif job.hist_access_type == "range":
+            items = manager.get_range(job.session, job.start, job.stop, raw=job.raw, output=job.output)
+        else:
+            items = manager.search(
+                job.pattern, raw=job.raw, output=job.output, n=job.n, unique=job.unique
+            )
+        content = {"status": "ok", "history": [list(item) for item in items]}
+        self.context.send(frames.ReplyFrame(req=job.req, content=content))
+
+
+def _describe(result: Any) -> tuple[str, str, list[str]]:
+    error = None if result is None else (result.error_before_exec or result.error_in_exec)
+    if error is None:
+        return ("UnknownError", "the cell failed without an exception", [])
+    return (type(error).__name__, str(error), [f"{type(error).__name__}: {error}"])

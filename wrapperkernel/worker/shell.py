@@ -1,0 +1,139 @@
+"""IPython's InteractiveShell, wired so that everything a cell shows becomes a frame.
+
+The shell keeps IPython's behaviour (magics, ``!shell``, display, rich reprs,
+tracebacks, completion, inspection, history); this module only replaces where output
+goes: display publisher, display hook, traceback display, pager and exit requests.
+It must never talk to sockets directly: frames leave through ``CellContext.send``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from IPython.core.displayhook import DisplayHook
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets import Any as AnyTrait
+from traitlets import Type
+
+from wrapperkernel.channel import frames
+from wrapperkernel.worker.output import OutputBuffer
+
+
+@dataclass
+class CellContext:
+    """What the shell's output hooks need to know about the request being served."""
+
+    send: Callable[[frames._Frame], None]
+    output: OutputBuffer
+    req: str = ""
+    executing: bool = False
+    allow_stdin: bool = False
+    last_error: tuple[str, str, list[str]] | None = None
+    drains: list[Callable[[], None]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def flush_output(self) -> None:
+        for drain in self.drains:
+            drain()
+        self.output.flush()
+
+    def emit(self, frame: frames._Frame) -> None:
+        """Send ``frame`` after every byte of text written before it."""
+        with self.output.lock:
+            self.output.flush_locked()
+            self.send(frame)
+
+
+class FrameDisplayPublisher(DisplayPublisher):
+    context: CellContext | None = AnyTrait(None)  # type: ignore[assignment]
+
+    def publish(  # type: ignore[override]
+        self,
+        data: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+        source: str | None = None,
+        *,
+        transient: dict[str, Any] | None = None,
+        update: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        assert self.context is not None
+        self.context.emit(
+            frames.DisplayDataFrame(
+                req=self.context.req,
+                data=data,
+                metadata=metadata or {},
+                transient=transient or {},
+                update=update,
+            )
+        )
+
+    def clear_output(self, wait: bool = False) -> None:
+        assert self.context is not None
+        self.context.emit(frames.ClearOutputFrame(req=self.context.req, wait=wait))
+
+
+class FrameDisplayHook(DisplayHook):
+    """Turns a cell's last expression value into an ``execute_result`` frame."""
+
+    context: CellContext | None = AnyTrait(None)  # type: ignore[assignment]
+
+    def start_displayhook(self) -> None:
+        self._data: dict[str, Any] = {}
+        self._metadata: dict[str, Any] = {}
+
+    def write_output_prompt(self) -> None:
+        pass
+
+    def write_format_data(self, format_dict: dict, md_dict: dict | None = None) -> None:
+        self._data = format_dict
+        self._metadata = md_dict or {}
+
+    def finish_displayhook(self) -> None:
+        assert self.context is not None
+        if self._data:
+            self.context.emit(
+                frames.ExecuteResultFrame(
+                    req=self.context.req,
+                    execution_count=self.prompt_count,
+                    data=self._data,
+                    metadata=self._metadata,
+                )
+            )
+        self._data = {}
+
+
+class WorkerShell(InteractiveShell):
+    displayhook_class = Type(FrameDisplayHook)
+    display_pub_class = Type(FrameDisplayPublisher)
+
+    def init_context(self, context: CellContext) -> None:
+        self.cell_context = context
+        self.displayhook.context = context
+        self.display_pub.context = context
+        from IPython.core import page, payloadpage
+
+        # zip? and %page go to the client as a payload, the way notebook frontends expect.
+        self.set_hook("show_in_pager", page.as_hook(payloadpage.page), 99)
+
+    def _showtraceback(self, etype: type, evalue: BaseException, stb: list[str]) -> None:
+        context = self.cell_context
+        ename = getattr(etype, "__name__", str(etype))
+        context.last_error = (ename, str(evalue), list(stb))
+        context.emit(
+            frames.ErrorFrame(req=context.req, ename=ename, evalue=str(evalue), traceback=list(stb))
+        )
+
+    def ask_exit(self) -> None:
+        # exit()/quit() in a notebook: ask the frontend, as the spec's ask_exit payload says.
+        self.payload_manager.write_payload({"source": "ask_exit", "keepkernel": False})
+
+    def enable_gui(self, gui: str | None = None) -> None:
+        if gui not in (None, "inline"):
+            raise NotImplementedError(
+                f"GUI event loop {gui!r} is not supported in wrapperkernel; use inline output."
+            )
