@@ -232,7 +232,17 @@ def test_no_page_fails_after_the_wait_then_fails_fast_then_recovers_on_open():
     )
 
 
-def test_start_after_a_failure_retries_the_install():
+def test_implicit_start_after_a_failure_fails_fast():
+    core = make_core()
+    core.handle(ProgramRequested(0.0, "r1", "start"))
+    core.handle(TimerFired(3.0, CONNECT_TIMER))
+    actions = without_logs(core.handle(ProgramRequested(4.0, "r2", "start")))
+    assert len(actions) == 1 and isinstance(actions[0], ReplyToProgram)
+    assert actions[0].ok is False and "No page connected" in actions[0].error
+    assert core.state is State.FAILED
+
+
+def test_explicit_start_after_a_failure_retries_the_install():
     core = make_core()
     core.handle(ProgramRequested(0.0, "r1", "start"))
     core.handle(TimerFired(3.0, CONNECT_TIMER))
@@ -240,7 +250,7 @@ def test_start_after_a_failure_retries_the_install():
         core,
         [
             (
-                ProgramRequested(4.0, "r2", "start"),
+                ProgramRequested(4.0, "r2", "start", value=True),
                 [PublishInstallScript("display-2"), StartTimer(CONNECT_TIMER, 3.0)],
                 State.CONNECTING,
             ),
@@ -777,9 +787,9 @@ class CommLifecycle(RuleBasedStateMachine):
 
     # --- the program ---
 
-    @rule()
-    def program_starts(self):
-        self.request("start")
+    @rule(explicit=st.booleans())
+    def program_starts(self, explicit):
+        self.request("start", value=True if explicit else None)
 
     @rule(address=st.sampled_from(["/a", "/b"]))
     def program_sends(self, address):

@@ -84,6 +84,13 @@ class CommReplyFrame(_Frame):
     error: str | None = None
 
 
+class CommReadRequestFrame(_Frame):
+    """The page asks for the program's current value of a subscribed address."""
+
+    type: Literal["comm_read_request"] = "comm_read_request"
+    address: str
+
+
 class ShutdownFrame(_Frame):
     type: Literal["shutdown"] = "shutdown"
 
@@ -189,6 +196,7 @@ KernelToWorker = Annotated[
         InputReplyFrame,
         CommValueFrame,
         CommReplyFrame,
+        CommReadRequestFrame,
         ShutdownFrame,
     ],
     Field(discriminator="type"),

@@ -494,7 +494,13 @@ class CommCore:
                 "the wrapperkernel protocol; use an address without a leading '#'.",
             )
             return
-        if event.op == "start" and self._fire(Trigger.PROGRAM_STARTED) is State.IDLE:
+        # Only an explicit start (comms.start(), %widgets: value True) retries after a
+        # failure; the implicit start before a send or read fails fast while FAILED.
+        if (
+            event.op == "start"
+            and event.value is True
+            and self._fire(Trigger.PROGRAM_STARTED) is State.IDLE
+        ):
             self._failure = None
         old_state = self._state
         silent = (

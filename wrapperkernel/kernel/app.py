@@ -56,8 +56,13 @@ async def serve(connection_file: str) -> int:
 
     from wrapperkernel.kernel.comm_relay import CommRelay
 
-    kernel.comms = CommRelay(transport, supervisor,
-                             kernel_id=kernel_id_from_connection_file(connection_file))
+    kernel.comms = CommRelay(
+        transport,
+        supervisor,
+        kernel_id=kernel_id_from_connection_file(connection_file),
+        current_parent=kernel.current_parent,
+        debug=os.environ.get("WRAPPERKERNEL_COMM_DEBUG", "") not in ("", "0"),
+    )
 
     loop = asyncio.get_running_loop()
     install_interrupt_handler(loop, kernel)

@@ -1,34 +1,171 @@
-"""Relays comm traffic between the page and the worker (filled in by the address channel)."""
+"""The asyncio adapter around the address channel's core (``wrapperkernel.comm.core``).
+
+It translates: Jupyter comm messages from the page and comm frames from the worker into
+core events; core actions into IOPub messages, worker frames and event-loop timers; and
+it drains the ``Outbox`` so the page receives values batched and paced under Jupyter
+Server's IOPub rate limit. It decides nothing: every protocol decision is the core's.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
+from wrapperkernel.channel import frames
+from wrapperkernel.comm import core as c
+from wrapperkernel.comm.outbox import Outbox
+from wrapperkernel.comm.page_script import render_install_html
 from wrapperkernel.wire import messages as m
 from wrapperkernel.wire.transport import Incoming, Transport
 
 log = logging.getLogger("wrapperkernel.comms")
 
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
 
 class CommRelay:
-    def __init__(self, transport: Transport, worker: Any, kernel_id: str) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        worker: Any,
+        kernel_id: str,
+        current_parent: Callable[[], dict[str, Any]] = dict,
+        timings: c.CommTimings | None = None,
+        debug: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.transport = transport
         self.worker = worker
         self.kernel_id = kernel_id
+        self.current_parent = current_parent
+        self.debug = debug
+        self.clock = clock
+        self.core = c.CommCore(kernel_id, new_id=lambda: f"wrapperkernel-comm-{uuid.uuid4().hex}",
+                               timings=timings)
+        self.outbox = Outbox()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._install_parents: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ queries
 
     def open_comms(self) -> dict[str, dict[str, str]]:
-        return {}
+        comm_id = self.core.comm_id
+        return {comm_id: {"target_name": c.COMM_TARGET_NAME}} if comm_id else {}
+
+    def is_quiet(self, request: Incoming) -> bool:
+        """Traffic on our own comm gets no busy/idle: it is not a request and would make
+        JupyterLab's busy indicator flicker at the page's send rate."""
+        if request.msg_type not in ("comm_msg", "comm_close"):
+            return False
+        content = request.content
+        return isinstance(content, dict) and content.get("comm_id") == self.core.comm_id \
+            and self.core.comm_id is not None
+
+    # ------------------------------------------------------------------ events in
 
     def on_page_message(self, request: Incoming, kind: str) -> None:
+        now = self.clock()
         if kind == "open":
             opened = m.parse(m.CommOpen, request.content)
-            log.info("comm_open for unknown target %r: closing it", opened.target_name)
-            self.transport.publish("comm_close", {"comm_id": opened.comm_id, "data": {}},
-                                   parent=request.header)
+            self._handle(c.PageCommOpened(now, opened.comm_id, opened.target_name, opened.data))
+        elif kind == "msg":
+            msg = m.parse(m.CommMsg, request.content)
+            self._handle(c.PageCommMsg(now, msg.comm_id, msg.data))
+        else:
+            closed = m.parse(m.CommClose, request.content)
+            self._handle(c.PageCommClosed(now, closed.comm_id))
 
-    def on_worker_frame(self, frame: Any) -> None:
-        log.warning("comm frame %s not handled yet", frame.type)
+    def on_worker_frame(self, frame: frames.WorkerToKernel) -> None:
+        now = self.clock()
+        if isinstance(frame, frames.CommRequestFrame):
+            self._handle(c.ProgramRequested(now, frame.request_id, frame.op, frame.address,
+                                            frame.value))
+        elif isinstance(frame, frames.CommSubscriptionFrame):
+            event = c.ProgramSubscribed if frame.subscribed else c.ProgramUnsubscribed
+            self._handle(event(now, frame.address))
+        else:
+            log.warning("unexpected comm frame %s", frame.type)
 
     def on_worker_restarted(self) -> None:
-        return
+        self._handle(c.WorkerRestarted(self.clock()))
+
+    def _fire(self, timer: str) -> None:
+        self._timers.pop(timer, None)
+        self._handle(c.TimerFired(self.clock(), timer))
+
+    # ------------------------------------------------------------------ actions out
+
+    def _handle(self, event: c.Event) -> None:
+        for action in self.core.handle(event):
+            self._perform(action)
+
+    def _perform(self, action: c.Action) -> None:
+        if isinstance(action, c.SendCommMsg):
+            size = len(json.dumps(action.data, separators=(",", ":"), ensure_ascii=False))
+            self.outbox.push(action.comm_id, action.data, size, urgent=action.urgent)
+            self._schedule_flush(0.0)
+        elif isinstance(action, c.DeliverToProgram):
+            self.worker.send(frames.CommValueFrame(address=action.address, value=action.value))
+        elif isinstance(action, c.ReplyToProgram):
+            self.worker.send(frames.CommReplyFrame(request_id=action.request_id, ok=action.ok,
+                                                   value=action.value, error=action.error))
+        elif isinstance(action, c.StartTimer):
+            old = self._timers.pop(action.timer, None)
+            if old is not None:
+                old.cancel()
+            loop = asyncio.get_running_loop()
+            self._timers[action.timer] = loop.call_later(action.delay_s, self._fire, action.timer)
+        elif isinstance(action, c.CancelTimer):
+            handle = self._timers.pop(action.timer, None)
+            if handle is not None:
+                handle.cancel()
+        elif isinstance(action, c.RelayReadRequest):
+            self.worker.send(frames.CommReadRequestFrame(address=action.address))
+        elif isinstance(action, c.PublishInstallScript):
+            parent = self.current_parent()
+            self._install_parents[action.display_id] = parent
+            html = render_install_html(self.kernel_id, debug=self.debug)
+            self.transport.publish("display_data", {
+                "data": {"text/html": html,
+                         "text/plain": "(wrapperkernel: connecting the page to the kernel)"},
+                "metadata": {},
+                "transient": {"display_id": action.display_id},
+            }, parent=parent)
+        elif isinstance(action, c.EraseInstallScript):
+            parent = self._install_parents.pop(action.display_id, None) or self.current_parent()
+            self.transport.publish("update_display_data", {
+                "data": {}, "metadata": {}, "transient": {"display_id": action.display_id},
+            }, parent=parent)
+        elif isinstance(action, c.SendCommClose):
+            self.transport.publish("comm_close", {"comm_id": action.comm_id, "data": {}},
+                                   parent=None)
+        elif isinstance(action, c.Log):
+            log.log(LOG_LEVELS.get(action.level, logging.INFO), "%s", action.text)
+        else:
+            log.error("the comm core asked for an unknown action %r", action)
+
+    # ------------------------------------------------------------------ the outbox
+
+    def _schedule_flush(self, delay_s: float) -> None:
+        if self._flush_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        if delay_s <= 0:
+            self._flush_handle = loop.call_soon(self._flush)
+        else:
+            self._flush_handle = loop.call_later(delay_s, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        now = self.clock()
+        messages, next_due_s = self.outbox.take(now)
+        for comm_id, data in messages:
+            self.transport.publish("comm_msg", {"comm_id": comm_id, "data": data}, parent=None)
+        if next_due_s is not None:
+            self._schedule_flush(max(0.0, next_due_s - now))

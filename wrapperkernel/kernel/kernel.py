@@ -52,6 +52,7 @@ class Kernel:
         self.shutdown_event = asyncio.Event()
         self.restart_requested = False
         self.comms: Any = None  # the comm relay; set by the composition root
+        self.last_execute_header: dict[str, Any] = {}
         self._is_complete_checker: Any = None
         self._checker_ready = threading.Event()
 
@@ -89,7 +90,9 @@ class Kernel:
             self.queue.put_nowait(job)
             return
         handler = getattr(self, f"on_{msg_type}", None)
-        self._status("busy", request)
+        quiet = self.comms is not None and self.comms.is_quiet(request)
+        if not quiet:
+            self._status("busy", request)
         try:
             if handler is None:
                 log.warning("unknown message type %r (msg_id %s)", msg_type, request.msg_id)
@@ -103,13 +106,16 @@ class Kernel:
                 await handler(request)
         except m.BadRequest as error:
             log.warning("bad %s (msg_id %s): %s", msg_type, request.msg_id, error)
-            self._reply(request, _error_content("BadRequest", str(error)))
+            if msg_type.endswith("_request"):
+                self._reply(request, _error_content("BadRequest", str(error)))
         except Exception as error:  # noqa: BLE001 - the adapter's one catch-all: log, reply, serve on
             log.error("handling %s (msg_id %s) failed:\n%s", msg_type, request.msg_id,
                       traceback.format_exc())
-            self._reply(request, _error_content(type(error).__name__, str(error)))
+            if msg_type.endswith("_request"):
+                self._reply(request, _error_content(type(error).__name__, str(error)))
         finally:
-            self._status("idle", request)
+            if not quiet:
+                self._status("idle", request)
 
     # ------------------------------------------------------------------ status and replies
 
@@ -187,6 +193,10 @@ class Kernel:
             self.transport.publish("comm_close", {"comm_id": opened.comm_id, "data": {}},
                                    parent=request.header)
 
+    def current_parent(self) -> dict[str, Any]:
+        """Where program-initiated output goes: the running cell, else the last one."""
+        return self.last_execute_header
+
     def interrupt(self) -> None:
         if self.current is not None and isinstance(self.current.frame, frames.ExecuteFrame):
             self.worker.interrupt()
@@ -231,6 +241,8 @@ class Kernel:
             job = await self.queue.get()
             self.current = job
             request = job.request
+            if request.msg_type == "execute_request":
+                self.last_execute_header = request.header
             self._remember(request)
             self._status("busy", request)
             try:

@@ -82,6 +82,11 @@ class Worker:
         getpass.getpass = self._getpass  # type: ignore[assignment]
         signal.signal(signal.SIGINT, self._on_sigint)
 
+        from wrapperkernel.worker.comms_runtime import CommsRuntime
+
+        self.comms = CommsRuntime(self.link.send, log=self.log)
+        self.comms.install(self.shell)
+
         threading.Thread(target=self._read, name="kernel-reader", daemon=True).start()
         self.link.send(frames.ReadyFrame(pid=os.getpid(), ipython_version=ipython_version))
         from wrapperkernel.worker.requests import RequestRunner
@@ -109,8 +114,10 @@ class Worker:
     def _route(self, frame: frames.KernelToWorker) -> None:
         if isinstance(frame, frames.InputReplyFrame):
             self.input_replies.put(frame)
-        elif isinstance(frame, (frames.CommValueFrame, frames.CommReplyFrame)):
-            self.log(f"comm frame before the comms runtime exists: {frame.type}")
+        elif isinstance(
+            frame, (frames.CommValueFrame, frames.CommReplyFrame, frames.CommReadRequestFrame)
+        ):
+            self.comms.on_frame(frame)
         elif isinstance(frame, frames.ShutdownFrame):
             self.context.flush_output()
             os._exit(0)

@@ -1,0 +1,131 @@
+"""A page without a browser: plays the page client's part of the address channel.
+
+It connects to a kernel as a second jupyter_client client (its own session, as the real
+page client opens its own websocket), watches IOPub for the install script, answers with
+``comm_open``, and then behaves like ``js/wrapperkernel_comm.js``: acks, pongs, values,
+batches, read requests answered from its synced values. Tests use it to exercise the
+kernel and the worker over real ZMQ without a browser.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import threading
+import time
+import uuid
+from typing import Any
+
+from jupyter_client.blocking.client import BlockingKernelClient
+
+INSTALL_CALL = re.compile(r"wrapperkernel_comm_install\((\{.*?\})\);", re.S)
+
+
+class HeadlessPage:
+    def __init__(self, connection_file: str, *, answer_pings: bool = True,
+                 connect: bool = True) -> None:
+        self.client = BlockingKernelClient(connection_file=connection_file)
+        self.client.load_connection_file()
+        self.client.start_channels()
+        self.answer_pings = answer_pings
+        self.connect = connect
+        self.comm_id: str | None = None
+        self.acked = threading.Event()
+        self.received: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.synced: dict[str, Any] = {}
+        self.installs = 0
+        self.comm_msgs_seen = 0
+        self.closed_by_kernel = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="headless-page", daemon=True)
+        self._thread.start()
+
+    # -- page API, as in js/wrapperkernel_comm.js
+
+    def send(self, address: str, value: Any) -> None:
+        self._comm_msg({"address": address, "value": value})
+
+    def send_batch(self, items: list[tuple[str, Any]]) -> None:
+        self._comm_msg({"batch": [{"address": a, "value": v} for a, v in items]})
+
+    def next_value(self, timeout: float = 10.0) -> tuple[str, Any]:
+        return self.received.get(timeout=timeout)
+
+    def wait_connected(self, timeout: float = 10.0) -> None:
+        if not self.acked.wait(timeout):
+            raise TimeoutError(f"the kernel did not ack the page's comm_open within {timeout} s")
+
+    def reload(self) -> None:
+        """Forget the connection, as a page reload does: no close is sent."""
+        self.comm_id = None
+        self.acked.clear()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.client.stop_channels()
+
+    # -- internals
+
+    def _comm_msg(self, data: Any) -> None:
+        if self.comm_id is None:
+            raise RuntimeError("the headless page is not connected")
+        msg = self.client.session.msg("comm_msg", {"comm_id": self.comm_id, "data": data})
+        self.client.shell_channel.send(msg)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self.client.get_iopub_msg(timeout=0.05)
+            except queue.Empty:
+                continue
+            kind = msg["header"]["msg_type"]
+            content = msg["content"]
+            if kind == "display_data":
+                html = content.get("data", {}).get("text/html", "")
+                found = INSTALL_CALL.search(html)
+                if found and self.connect:
+                    self.installs += 1
+                    config = json.loads(found.group(1))
+                    self._open(config["kernel_id"])
+            elif kind == "comm_msg" and content.get("comm_id") == self.comm_id:
+                self.comm_msgs_seen += 1
+                data = content["data"]
+                for item in data["batch"] if "batch" in data else [data]:
+                    self._item(item)
+            elif kind == "comm_close" and content.get("comm_id") == self.comm_id:
+                self.closed_by_kernel.set()
+
+    def _open(self, kernel_id: str) -> None:
+        self.comm_id = uuid.uuid4().hex
+        self.acked.clear()
+        msg = self.client.session.msg("comm_open", {
+            "comm_id": self.comm_id, "target_name": "wrapperkernel_comm",
+            "data": {"kernel_id": kernel_id},
+        })
+        self.client.shell_channel.send(msg)
+
+    def _item(self, item: dict[str, Any]) -> None:
+        address = item.get("address")
+        if address == "#comm_open_ack":
+            self.acked.set()
+        elif address == "#heartbeat/ping":
+            if self.answer_pings:
+                self._comm_msg({"address": "#heartbeat/pong", "value": item.get("value")})
+        elif item.get("read_request"):
+            if address in self.synced:
+                self._comm_msg({"address": address, "value": self.synced[address]})
+            else:
+                self._comm_msg({"address": address, "read_error": f"no value for {address}"})
+        elif "value" in item:
+            self.received.put((address, item["value"]))
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")

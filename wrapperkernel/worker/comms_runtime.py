@@ -1,0 +1,447 @@
+"""The worker's end of the address channel: what ``wrapperkernel.comms`` calls into.
+
+Owns, for one worker process: the program's requests to the kernel (``CommRequestFrame``)
+and the waits for their replies; the subscriptions (callbacks and listeners) and the
+``CommSubscriptionFrame`` that tells the kernel which addresses to forward; the one
+dispatcher thread that runs callbacks; and the program's latest value per address, used
+to answer the page's read requests. The kernel's comm core decides everything about the
+page connection (DESIGN.md, "The address channel"); this runtime only asks and waits.
+
+Threads: user calls come from any thread (usually the main one, where a cell runs).
+``on_frame`` runs on the worker's reader thread and must never block for long or run
+user code: it wakes waiters, feeds listeners and queues callback deliveries. Callbacks
+run on the dispatcher thread, one at a time, in arrival order.
+
+Must never: wait without a bound (every wait for the kernel ends in ``CommsError``),
+treat 0, False, "" or None as "no value", or let a failing callback stop delivery.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import queue
+import sys
+import threading
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+from wrapperkernel.channel import frames
+from wrapperkernel.comms import CommsError, Listener, _check_wait
+
+# How long a blocking request waits for the kernel's reply when the caller gives no bound.
+# The kernel itself answers a start within WAIT_FOR_CONNECTION_S (3 s) plus a heartbeat,
+# so hitting this means the kernel is stuck, not that no page is open.
+REPLY_WAIT_S = 10.0
+PRIVATE_PREFIX = "#"
+
+Callback = Callable[[str, Any], object]
+
+
+class _Latest(NamedTuple):
+    """The program's latest value for an address, to answer the page's read requests.
+
+    Values the program sent are kept as their JSON text: a snapshot that later mutation
+    of the user's object cannot change, and already computed by the validation.
+    """
+
+    json_text: str | None
+    value: Any
+
+    def get(self) -> Any:
+        return self.value if self.json_text is None else json.loads(self.json_text)
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """One blocking request waiting for its ``CommReplyFrame``."""
+
+    done: threading.Event
+    ok: bool = False
+    value: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Unwaited:
+    """A fire-and-forget request: a user ``send``, or the answer to a page read request."""
+
+    kind: Literal["send", "answer"]
+    epoch: int
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscription:
+    address: str
+    callback: Callback
+
+
+class CommsRuntime:
+    """The program side of the address channel in one worker process.
+
+    ``send`` writes one frame to the kernel (thread-safe). ``log`` writes one line to the
+    kernel's log. ``reply_wait_s`` is the default bound on waits for the kernel.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[frames._Frame], None],
+        log: Callable[[str], None],
+        reply_wait_s: float = REPLY_WAIT_S,
+    ) -> None:
+        self._send = send
+        self._log = log
+        self._reply_wait_s = reply_wait_s
+        self._id_prefix = uuid.uuid4().hex[:8] + "-"
+        self._request_ids = itertools.count(1)
+        self._subscription_ids = itertools.count(1)
+        # Guards the state below; never held while calling user code or sending a frame.
+        self._lock = threading.Lock()
+        # Held while a subscriber count changes and its frame is sent, so the kernel
+        # sees subscribe/unsubscribe frames in the order the counts changed.
+        self._subscription_lock = threading.Lock()
+        self._connected = False  # a start succeeded and no send failed since
+        self._waiting: dict[str, _Waiter] = {}
+        self._unwaited: dict[str, _Unwaited] = {}
+        # The first failed send of the current epoch, raised by the next API call. Each
+        # raise opens a new epoch; failures of older sends are then only logged, so one
+        # lost connection is reported once, not once per value sent into it.
+        self._send_error: str | None = None
+        self._epoch = 0
+        self._latest: dict[str, _Latest] = {}
+        self._callbacks: dict[int, _Subscription] = {}
+        self._callback_ids: dict[str, dict[int, None]] = {}  # address -> ids, in order
+        self._listeners: dict[str, list[Listener]] = {}
+        self._deliveries: queue.SimpleQueue[tuple[str, Any, tuple[int, ...]]] = queue.SimpleQueue()
+        self._dispatcher: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ wiring
+
+    def install(self, shell: Any) -> None:
+        """Make this runtime the one ``wrapperkernel.comms`` finds, and add ``%widgets``."""
+        shell.wrapperkernel_comms = self
+
+        def widgets(line: str = "") -> None:
+            """Install the wrapperkernel page client now (see wrapperkernel.comms.start)."""
+            self.start()
+
+        shell.register_magic_function(widgets, magic_kind="line", magic_name="widgets")
+
+    @property
+    def connected(self) -> bool:
+        """True once a start succeeded and no send has failed since."""
+        return self._connected
+
+    # ------------------------------------------------------------------ user API
+
+    def start(self, timeout_s: float | None = None) -> None:
+        self._raise_send_error()
+        self._start(timeout_s, retry=True)
+
+    def send(self, address: str, value: Any) -> None:
+        _check_address(address)
+        json_text = _json_text(address, value)
+        self._raise_send_error()
+        if not self._connected:
+            self._start(None)
+        with self._lock:
+            request_id = self._new_request_id()
+            self._unwaited[request_id] = _Unwaited("send", self._epoch, address)
+            self._latest[address] = _Latest(json_text, None)
+        self._send_unwaited(request_id, address, value)
+
+    def subscribe(self, address: str, callback: Callback) -> int:
+        _check_address(address)
+        if not callable(callback):
+            raise TypeError(
+                f"callback must be callable as callback(address, value), got {callback!r}"
+            )
+        self._raise_send_error()
+        if not self._connected:
+            self._start(None)
+        self._ensure_dispatcher()
+        subscription_id = next(self._subscription_ids)
+
+        def add() -> None:
+            self._callbacks[subscription_id] = _Subscription(address, callback)
+            self._callback_ids.setdefault(address, {})[subscription_id] = None
+
+        self._change_subscribers(address, add)
+        return subscription_id
+
+    def unsubscribe(self, subscription_id: int) -> bool:
+        with self._lock:
+            subscription = self._callbacks.get(subscription_id)
+        if subscription is None:
+            return False
+        address = subscription.address
+
+        def remove() -> None:
+            if self._callbacks.pop(subscription_id, None) is None:
+                return  # another thread won the race
+            ids = self._callback_ids[address]
+            del ids[subscription_id]
+            if not ids:
+                del self._callback_ids[address]
+
+        self._change_subscribers(address, remove)
+        return True
+
+    def listen(self, address: str, latest_only: bool = False) -> Listener:
+        _check_address(address)
+        self._raise_send_error()
+        if not self._connected:
+            self._start(None)
+        listener = Listener(address, latest_only=latest_only, on_close=self._listener_closed)
+        self._change_subscribers(
+            address, lambda: self._listeners.setdefault(address, []).append(listener)
+        )
+        return listener
+
+    def read_value(self, address: str, timeout: float = 3.0) -> Any:
+        _check_address(address)
+        timeout_s = _check_wait(timeout, "timeout")
+        self._raise_send_error()
+        if not self._connected:
+            self._start(None)
+        # The kernel bounds the read by ``timeout``; the margin covers a reconnect.
+        return self._request(
+            "read", address=address, value=timeout_s, wait_s=timeout_s + self._reply_wait_s
+        )
+
+    def sync(self, timeout_s: float | None = None) -> None:
+        self._raise_send_error()
+        wait_s = self._reply_wait_s if timeout_s is None else _check_wait(timeout_s, "timeout_s")
+        try:
+            self._request("sync", wait_s=wait_s)
+        except CommsError:
+            self._take_send_error()  # the same lost connection: report it once
+            raise
+        # Replies come in request order, so every send before the sync has been answered.
+        self._raise_send_error()
+
+    # ------------------------------------------------------------------ reader thread
+
+    def on_frame(self, frame: frames._Frame) -> None:
+        """Route one frame from the kernel. Runs on the reader thread; never blocks long."""
+        if isinstance(frame, frames.CommReplyFrame):
+            self._on_reply(frame)
+        elif isinstance(frame, frames.CommValueFrame):
+            self._on_value(frame.address, frame.value)
+        elif isinstance(frame, frames.CommReadRequestFrame):
+            self._on_read_request(frame.address)
+        else:
+            self._log(f"comms runtime ignored a {type(frame).__name__}: not a comm frame")
+
+    def _on_reply(self, frame: frames.CommReplyFrame) -> None:
+        note: str | None = None
+        with self._lock:
+            waiter = self._waiting.get(frame.request_id)
+            if waiter is not None:
+                waiter.ok, waiter.value, waiter.error = frame.ok, frame.value, frame.error
+                waiter.done.set()
+                return
+            unwaited = self._unwaited.pop(frame.request_id, None)
+            if unwaited is None:
+                note = f"reply to request {frame.request_id!r}, which nobody waits for: dropped"
+            elif frame.ok:
+                return
+            elif unwaited.kind == "answer":
+                note = f"answer to the page's read of {unwaited.address!r} failed: {frame.error}"
+            elif unwaited.epoch == self._epoch and self._send_error is None:
+                self._send_error = (
+                    f"A value sent earlier to {unwaited.address!r} was not delivered: "
+                    f"{frame.error or 'the kernel gave no reason.'}"
+                )
+                self._connected = False
+            else:
+                note = f"send to {unwaited.address!r} failed too: {frame.error}"
+        if note is not None:
+            self._log(note)
+
+    def _on_value(self, address: str, value: Any) -> None:
+        with self._lock:
+            self._latest[address] = _Latest(None, value)
+            listeners = list(self._listeners.get(address, ()))
+            ids = tuple(self._callback_ids.get(address, ()))
+        for listener in listeners:
+            listener._deliver(value)
+        if ids:
+            self._deliveries.put((address, value, ids))
+        elif not listeners:
+            self._log(f"value for {address!r} arrived after its last subscriber left: dropped")
+
+    def _on_read_request(self, address: str) -> None:
+        with self._lock:
+            latest = self._latest.get(address)
+            if latest is not None:
+                request_id = self._new_request_id()
+                self._unwaited[request_id] = _Unwaited("answer", self._epoch, address)
+        if latest is None:
+            self._log(
+                f"the page asked for the program's value of {address!r}, but the program "
+                "has neither sent nor received one: not answered"
+            )
+            return
+        self._send_unwaited(request_id, address, latest.get())
+
+    # ------------------------------------------------------------------ dispatcher thread
+
+    def _ensure_dispatcher(self) -> None:
+        with self._lock:
+            if self._dispatcher is not None:
+                return
+            self._dispatcher = threading.Thread(
+                target=self._dispatch_forever, name="comms-dispatcher", daemon=True
+            )
+        self._dispatcher.start()
+
+    def _dispatch_forever(self) -> None:
+        while True:
+            address, value, ids = self._deliveries.get()
+            for subscription_id in ids:
+                with self._lock:
+                    subscription = self._callbacks.get(subscription_id)
+                if subscription is None:
+                    continue  # unsubscribed after the value arrived
+                try:
+                    subscription.callback(address, value)
+                except BaseException as error:  # noqa: BLE001 - the one catch-all of this loop
+                    _report_callback_error(subscription, error)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _new_request_id(self) -> str:
+        return self._id_prefix + str(next(self._request_ids))
+
+    def _start(self, timeout_s: float | None, *, retry: bool = False) -> None:
+        """``retry``: an explicit start, which tries the install again after a failure;
+        the implicit start before other calls fails fast while no page connects."""
+        wait_s = self._reply_wait_s if timeout_s is None else _check_wait(timeout_s, "timeout_s")
+        try:
+            self._request("start", wait_s=wait_s, value=True if retry else None)
+        except CommsError:
+            self._connected = False
+            raise
+        self._connected = True
+
+    def _request(
+        self,
+        op: Literal["start", "read", "sync"],
+        *,
+        wait_s: float,
+        address: str | None = None,
+        value: Any = None,
+    ) -> Any:
+        """Send one request and wait (interruptibly, at most ``wait_s``) for its reply."""
+        waiter = _Waiter(threading.Event())
+        with self._lock:
+            request_id = self._new_request_id()
+            self._waiting[request_id] = waiter
+        try:
+            self._send(
+                frames.CommRequestFrame(request_id=request_id, op=op, address=address, value=value)
+            )
+            if not waiter.done.wait(wait_s):
+                raise CommsError(
+                    f"The kernel did not answer the program's {op!r} request within "
+                    f"{wait_s:g} s. It may be overloaded or stuck; run the cell again, and "
+                    "restart the kernel if this keeps happening."
+                )
+        finally:
+            with self._lock:
+                self._waiting.pop(request_id, None)
+        if not waiter.ok:
+            raise CommsError(
+                waiter.error or f"The kernel refused the {op!r} request without a reason."
+            )
+        return waiter.value
+
+    def _send_unwaited(self, request_id: str, address: str, value: Any) -> None:
+        try:
+            self._send(
+                frames.CommRequestFrame(
+                    request_id=request_id, op="send", address=address, value=value
+                )
+            )
+        except BaseException:
+            with self._lock:
+                self._unwaited.pop(request_id, None)
+            raise
+
+    def _take_send_error(self) -> str | None:
+        with self._lock:
+            error, self._send_error = self._send_error, None
+            if error is not None:
+                self._epoch += 1
+                self._connected = False
+            return error
+
+    def _raise_send_error(self) -> None:
+        error = self._take_send_error()
+        if error is not None:
+            raise CommsError(error)
+
+    def _subscriber_count(self, address: str) -> int:
+        return len(self._callback_ids.get(address, ())) + len(self._listeners.get(address, ()))
+
+    def _change_subscribers(self, address: str, change: Callable[[], None]) -> None:
+        """Apply ``change`` to the subscriptions; tell the kernel when the first subscriber
+        of ``address`` appeared or the last one left."""
+        with self._subscription_lock:
+            with self._lock:
+                before = self._subscriber_count(address)
+                change()
+                after = self._subscriber_count(address)
+            if (before == 0) != (after == 0):
+                self._send(frames.CommSubscriptionFrame(address=address, subscribed=after > 0))
+
+    def _listener_closed(self, listener: Listener) -> None:
+        address = listener.address
+
+        def remove() -> None:
+            listeners = self._listeners.get(address, [])
+            if listener in listeners:
+                listeners.remove(listener)
+            if not listeners:
+                self._listeners.pop(address, None)
+
+        self._change_subscribers(address, remove)
+
+
+def _check_address(address: object) -> None:
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a str, got {type(address).__name__}")
+    if not address:
+        raise ValueError("address must be a non-empty string, like '/plot/points'")
+    if address.startswith(PRIVATE_PREFIX):
+        raise ValueError(
+            f"address {address!r} starts with '#', which is reserved for the wrapperkernel "
+            "protocol; use an address without a leading '#'."
+        )
+
+
+def _json_text(address: str, value: Any) -> str:
+    # allow_nan=False: NaN and Infinity are not JSON; pydantic would turn them into null.
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"the value for {address!r} is not JSON-serialisable ({error}); send a dict, "
+            "list, str, int, finite float, bool or None, e.g. convert with .tolist() or str()."
+        ) from None
+
+
+def _report_callback_error(subscription: _Subscription, error: BaseException) -> None:
+    # Drop the dispatcher's own frame: the user wants to see their callback.
+    tb = error.__traceback__.tb_next if error.__traceback__ is not None else None
+    text = "".join(traceback.format_exception(type(error), error, tb))
+    sys.stderr.write(
+        f"wrapperkernel.comms: the callback {subscription.callback!r} for "
+        f"{subscription.address!r} raised; later values are still delivered.\n{text}"
+    )
+    sys.stderr.flush()
