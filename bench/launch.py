@@ -11,6 +11,7 @@ It never measures anything; the timed loops live in ``measure.py``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -30,6 +31,8 @@ CHILD_EXIT_WAIT_S = 3.0
 
 class BenchFailure(Exception):
     """A kernel did not do what the protocol promises (no reply, died, lost output)."""
+
+    log_tail = ""  # the kernel's last log lines, when they help explain the failure
 
 
 class Sandbox:
@@ -107,10 +110,8 @@ class RunningKernel:
             if psutil.pid_exists(pid) and _not_zombie(pid):
                 findings.append(f"{self.name}: child pid {pid} still alive "
                                 f"{CHILD_EXIT_WAIT_S:.0f} s after a clean kernel shutdown; killed it")
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):  # it exited just now
                     psutil.Process(pid).kill()
-                except psutil.NoSuchProcess:
-                    pass
         return findings
 
 

@@ -136,8 +136,10 @@ def launch_once(name: str, sandbox: Sandbox, timeout_s: float) -> tuple[LaunchSa
         sample = LaunchSample(kernel_info_at - kernel.started_at,
                               executed_at - kernel.started_at, kernel.start_call_s, sent)
         return sample, kernel
-    except BaseException:
+    except BaseException as error:
         _close(client, context)
+        if isinstance(error, BenchFailure):
+            error.log_tail = kernel.log_tail()
         kernel.stop()
         raise
     finally:

@@ -91,6 +91,21 @@ class CommReadRequestFrame(_Frame):
     address: str
 
 
+class RelayCommFrame(_Frame):
+    """A message of the standard ``comm`` package (ipywidgets, anywidget, ...) relayed
+    between the page's own kernel connection and the worker, in either direction.
+    ``buffers`` are base64 text: the channel carries JSON only."""
+
+    type: Literal["relay_comm"] = "relay_comm"
+    msg_type: Literal["comm_open", "comm_msg", "comm_close"]
+    comm_id: str
+    data: Any = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    buffers: list[str] = Field(default_factory=list)
+    target_name: str | None = None
+    target_module: str | None = None
+
+
 class ShutdownFrame(_Frame):
     type: Literal["shutdown"] = "shutdown"
 
@@ -197,6 +212,7 @@ KernelToWorker = Annotated[
         CommValueFrame,
         CommReplyFrame,
         CommReadRequestFrame,
+        RelayCommFrame,
         ShutdownFrame,
     ],
     Field(discriminator="type"),
@@ -215,6 +231,7 @@ WorkerToKernel = Annotated[
         ReplyFrame,
         CommRequestFrame,
         CommSubscriptionFrame,
+        RelayCommFrame,
     ],
     Field(discriminator="type"),
 ]

@@ -9,6 +9,7 @@ Server's IOPub rate limit. It decides nothing: every protocol decision is the co
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -51,12 +52,17 @@ class CommRelay:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
         self._install_parents: dict[str, dict[str, Any]] = {}
+        # Comms of the standard comm package (ipywidgets...), relayed to the worker.
+        self.relayed: dict[str, str] = {}
 
     # ------------------------------------------------------------------ queries
 
     def open_comms(self) -> dict[str, dict[str, str]]:
+        comms = {cid: {"target_name": target} for cid, target in self.relayed.items()}
         comm_id = self.core.comm_id
-        return {comm_id: {"target_name": c.COMM_TARGET_NAME}} if comm_id else {}
+        if comm_id:
+            comms[comm_id] = {"target_name": c.COMM_TARGET_NAME}
+        return comms
 
     def is_quiet(self, request: Incoming) -> bool:
         """Traffic on our own comm gets no busy/idle: it is not a request and would make
@@ -73,13 +79,41 @@ class CommRelay:
         now = self.clock()
         if kind == "open":
             opened = m.parse(m.CommOpen, request.content)
+            if opened.target_name != c.COMM_TARGET_NAME:
+                # Any other target belongs to the comm package in the worker, which
+                # answers a target nobody registered with comm_close.
+                self.relayed[opened.comm_id] = opened.target_name
+                self._relay_to_worker(request, "comm_open", opened.comm_id, opened.data,
+                                      opened.target_name, opened.target_module)
+                return
             self._handle(c.PageCommOpened(now, opened.comm_id, opened.target_name, opened.data))
         elif kind == "msg":
             msg = m.parse(m.CommMsg, request.content)
+            if msg.comm_id in self.relayed:
+                self._relay_to_worker(request, "comm_msg", msg.comm_id, msg.data)
+                return
             self._handle(c.PageCommMsg(now, msg.comm_id, msg.data))
         else:
             closed = m.parse(m.CommClose, request.content)
+            if self.relayed.pop(closed.comm_id, None) is not None:
+                self._relay_to_worker(request, "comm_close", closed.comm_id, closed.data)
+                return
             self._handle(c.PageCommClosed(now, closed.comm_id))
+
+    def _relay_to_worker(self, request: Incoming, msg_type: str, comm_id: str, data: Any,
+                         target_name: str | None = None, target_module: str | None = None) -> None:
+        buffers = [base64.b64encode(bytes(b)).decode("ascii")
+                   for b in request.msg.get("buffers") or []]
+        metadata = request.msg.get("metadata")
+        self.worker.send(frames.RelayCommFrame(
+            msg_type=msg_type,  # type: ignore[arg-type]
+            comm_id=comm_id,
+            data={} if data is None else data,
+            metadata=metadata if isinstance(metadata, dict) else {},
+            buffers=buffers,
+            target_name=target_name,
+            target_module=target_module,
+        ))
 
     def on_worker_frame(self, frame: frames.WorkerToKernel) -> None:
         now = self.clock()
@@ -89,10 +123,29 @@ class CommRelay:
         elif isinstance(frame, frames.CommSubscriptionFrame):
             event = c.ProgramSubscribed if frame.subscribed else c.ProgramUnsubscribed
             self._handle(event(now, frame.address))
+        elif isinstance(frame, frames.RelayCommFrame):
+            self._relay_to_page(frame)
         else:
             log.warning("unexpected comm frame %s", frame.type)
 
+    def _relay_to_page(self, frame: frames.RelayCommFrame) -> None:
+        content: dict[str, Any] = {"comm_id": frame.comm_id, "data": frame.data}
+        if frame.msg_type == "comm_open":
+            self.relayed[frame.comm_id] = frame.target_name or ""
+            content["target_name"] = frame.target_name or ""
+            if frame.target_module:
+                content["target_module"] = frame.target_module
+        elif frame.msg_type == "comm_close":
+            self.relayed.pop(frame.comm_id, None)
+        buffers = [base64.b64decode(b) for b in frame.buffers]
+        self.transport.publish(frame.msg_type, content, parent=self.current_parent(),
+                               metadata=frame.metadata, buffers=buffers)
+
     def on_worker_restarted(self) -> None:
+        # The new worker has none of the old comms; the page learns they are closed.
+        for comm_id in list(self.relayed):
+            self.transport.publish("comm_close", {"comm_id": comm_id, "data": {}}, parent=None)
+        self.relayed.clear()
         self._handle(c.WorkerRestarted(self.clock()))
 
     def _fire(self, timer: str) -> None:

@@ -296,7 +296,7 @@ class Kernel:
         if kind == "ready":
             log.info("worker %s ready (IPython %s)", frame.pid, frame.ipython_version)
             return
-        if kind in ("comm_request", "comm_subscription") or kind.startswith("comm_"):
+        if kind.startswith("comm_") or kind == "relay_comm":
             if self.comms is not None:
                 self.comms.on_worker_frame(frame)
             else:

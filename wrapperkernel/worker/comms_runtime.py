@@ -300,9 +300,22 @@ class CommsRuntime:
             )
         self._dispatcher.start()
 
+    def run_on_dispatcher(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the dispatcher thread, in order with value callbacks (relayed
+        comm messages of the ``comm`` package use this, see ``comm_bridge``)."""
+        self._ensure_dispatcher()
+        self._deliveries.put(job)  # type: ignore[arg-type]
+
     def _dispatch_forever(self) -> None:
         while True:
-            address, value, ids = self._deliveries.get()
+            item = self._deliveries.get()
+            if callable(item):
+                try:
+                    item()
+                except BaseException:  # noqa: BLE001 - the one catch-all of this loop
+                    traceback.print_exc(file=sys.stderr)
+                continue
+            address, value, ids = item
             for subscription_id in ids:
                 with self._lock:
                     subscription = self._callbacks.get(subscription_id)

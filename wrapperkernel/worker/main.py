@@ -16,6 +16,7 @@ import builtins
 import ctypes
 import faulthandler
 import getpass
+import logging
 import os
 import queue
 import signal
@@ -57,6 +58,14 @@ class Worker:
         # after fd 2 is redirected into the cell output.
         self.diagnostics = os.fdopen(os.dup(2), "w", buffering=1)
         faulthandler.enable(self.diagnostics)
+        # Our own and the comm package's log lines go to the kernel's log, not into the
+        # user's cell output; the root logger stays the user's to configure.
+        handler = logging.StreamHandler(self.diagnostics)
+        handler.setFormatter(logging.Formatter("[wrapperkernel worker %(levelname)s %(name)s] %(message)s"))
+        for name in ("wrapperkernel", "comm"):
+            logger = logging.getLogger(name)
+            logger.addHandler(handler)
+            logger.propagate = False
 
     def log(self, text: str) -> None:
         print(f"[wrapperkernel worker {os.getpid()}] {text}", file=self.diagnostics)
@@ -86,6 +95,10 @@ class Worker:
 
         self.comms = CommsRuntime(self.link.send, log=self.log)
         self.comms.install(self.shell)
+        from wrapperkernel.worker.comm_bridge import CommBridge
+
+        self.comm_bridge = CommBridge(self.link.send, self.comms.run_on_dispatcher)
+        self.comm_bridge.install()
 
         threading.Thread(target=self._read, name="kernel-reader", daemon=True).start()
         self.link.send(frames.ReadyFrame(pid=os.getpid(), ipython_version=ipython_version))
@@ -118,6 +131,8 @@ class Worker:
             frame, (frames.CommValueFrame, frames.CommReplyFrame, frames.CommReadRequestFrame)
         ):
             self.comms.on_frame(frame)
+        elif isinstance(frame, frames.RelayCommFrame):
+            self.comm_bridge.on_frame(frame)
         elif isinstance(frame, frames.ShutdownFrame):
             self.context.flush_output()
             os._exit(0)

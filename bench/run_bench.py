@@ -1,0 +1,249 @@
+"""Side-by-side benchmark of wrapperkernel and ipykernel, measured in the same run.
+
+Usage: .venv/bin/python bench/run_bench.py [--quick] [--out docs/benchmarks.md]
+
+This is the composition root of bench/: it parses the command line, runs the phases in
+order (fresh launches, then one warm kernel per kernelspec for round trips, stdout
+throughput and memory), alternating kernels A B A B between repetitions, and hands the
+measured numbers to ``report.py``. A kernel that hangs, dies or loses output becomes a
+finding in the report; the run continues with what can still be measured and always
+shuts down everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import measure
+import report
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from launch import BenchFailure, RunningKernel, Sandbox, default_client, start
+
+REPO = Path(__file__).resolve().parent.parent
+SETTLE_S = 1.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer samples (10 launches, 200 round trips, 2 throughput runs)")
+    parser.add_argument("--out", default="docs/benchmarks.md",
+                        help="markdown file to update between the kernel-bench markers; '-' prints it")
+    parser.add_argument("--json", dest="json_path", help="also write the raw samples here")
+    parser.add_argument("--kernel", default="wrapperkernel", help="kernelspec under test")
+    parser.add_argument("--baseline", default="python3", help="kernelspec to compare with")
+    parser.add_argument("--launches", type=int, help="fresh launches per kernel (default 20, quick 10)")
+    parser.add_argument("--samples", type=int, help="round-trip samples per kernel (default 1000, quick 200)")
+    parser.add_argument("--warmup", type=int, default=50, help="round-trip warm-up runs per kernel")
+    parser.add_argument("--block", type=int, default=100,
+                        help="round-trip samples in a row before switching kernel")
+    parser.add_argument("--lines", type=int, default=200_000, help="lines printed by the throughput cell")
+    parser.add_argument("--reps", type=int, help="throughput repetitions per kernel (default 3, quick 2)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds to wait for a launch or one request before calling it a hang")
+    args = parser.parse_args(argv)
+    args.launches = args.launches or (10 if args.quick else 20)
+    args.samples = args.samples or (200 if args.quick else 1000)
+    args.reps = args.reps or (2 if args.quick else 3)
+    args.interactive_samples = max(20, args.samples // 5)
+    if args.kernel == args.baseline:
+        parser.error("--kernel and --baseline must name different kernelspecs")
+    return args
+
+
+def label_for(name: str) -> str:
+    """ipykernel's spec is usually called python3; name it after the kernel it starts."""
+    try:
+        argv = KernelSpecManager().get_kernel_spec(name).argv
+    except NoSuchKernel:
+        sys.exit(f"no kernelspec named {name!r}; `jupyter kernelspec list` shows what is installed")
+    if any("ipykernel" in part for part in argv) and name != "ipykernel":
+        return f"ipykernel ({name})"
+    return name
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.order = [args.kernel, args.baseline]
+        self.sandbox = Sandbox()
+        self.findings: list[str] = []
+        self.results: dict[str, Any] = {
+            "candidate": args.kernel,
+            "baseline": args.baseline,
+            "labels": {name: label_for(name) for name in self.order},
+            "launch": {name: [] for name in self.order},
+            "roundtrip": {name: [] for name in self.order},
+            "roundtrip_interactive": {name: [] for name in self.order},
+            "throughput": {name: [] for name in self.order},
+            "memory": {name: {} for name in self.order},
+            "findings": self.findings,
+        }
+        self.warm: dict[str, tuple[RunningKernel, Any]] = {}
+        self.broken: set[str] = set()
+
+    def fail(self, name: str, phase: str, error: BaseException, kernel: RunningKernel | None) -> None:
+        text = f"`{name}`, {phase}: {error}"
+        tail = kernel.log_tail() if kernel else getattr(error, "log_tail", "")
+        if tail:
+            text += "\n\n  Kernel log (last lines):\n\n  ```\n  " + tail.replace("\n", "\n  ") + "\n  ```"
+        log(f"FINDING {text}")
+        self.findings.append(text)
+
+    # ------------------------------------------------------------------ phases
+
+    def launches(self) -> None:
+        for i in range(self.args.launches):
+            for name in self.order:
+                try:
+                    sample, kernel = measure.launch_once(name, self.sandbox, self.args.timeout)
+                except BenchFailure as error:
+                    self.fail(name, f"launch {i + 1}", error, None)
+                    continue
+                self.results["launch"][name].append(asdict(sample))
+                self.findings.extend(kernel.stop())
+                log(f"launch {i + 1:2d} {name:14s} kernel_info {sample.kernel_info_s * 1000:7.1f} ms"
+                    f"  first execute {sample.first_execute_s * 1000:7.1f} ms")
+
+    def start_warm(self) -> None:
+        for name in self.order:
+            kernel = start(name, self.sandbox)
+            client = default_client(kernel)
+            self.warm[name] = (kernel, client)
+            try:
+                client.wait_for_ready(timeout=self.args.timeout)
+                measure.execute_round_trip(client, self.args.timeout)
+            except (BenchFailure, RuntimeError) as error:
+                self.fail(name, "warm start", error, kernel)
+                self.broken.add(name)
+        time.sleep(SETTLE_S)
+        self.measure_memory("after_startup")
+
+    def measure_memory(self, when: str) -> None:
+        for name, (kernel, _client) in self.warm.items():
+            if kernel.km.is_alive():
+                self.results["memory"][name][when] = measure.memory(kernel)
+
+    def round_trips(self) -> None:
+        args = self.args
+        for _ in range(args.warmup):
+            for name in self.live():
+                self._guard(name, "round-trip warm-up",
+                            lambda k, c: measure.execute_round_trip(c, args.timeout))
+        done = 0
+        while done < args.samples:
+            block = min(args.block, args.samples - done)
+            for name in self.live():
+                samples = self.results["roundtrip"][name]
+                for _ in range(block):
+                    value = self._guard(name, "execute round trip",
+                                        lambda k, c: measure.execute_round_trip(c, args.timeout))
+                    if value is None:
+                        break
+                    samples.append(value)
+            done += block
+        for name in self.order:
+            samples = self.results["roundtrip"][name]
+            if samples:
+                log(f"round trip {name:14s} median {sorted(samples)[len(samples) // 2] * 1000:.3f} ms")
+        for _ in range(args.interactive_samples):
+            for name in self.live():
+                value = self._guard(name, "execute_interactive round trip",
+                                    lambda k, c: measure.execute_interactive_round_trip(c, args.timeout))
+                if value is not None:
+                    self.results["roundtrip_interactive"][name].append(value)
+
+    def throughput(self) -> None:
+        for rep in range(self.args.reps):
+            for name in self.live():
+                sample = self._guard(name, f"stdout throughput, repetition {rep + 1}",
+                                     lambda k, c: measure.stdout_throughput(c, self.args.lines,
+                                                                            self.args.timeout))
+                if sample is None:
+                    continue
+                self.results["throughput"][name].append(asdict(sample))
+                log(f"throughput {name:14s} {sample.elapsed_s:6.2f} s "
+                    f"{sample.lines_expected / sample.elapsed_s:10,.0f} lines/s "
+                    f"received {sample.lines_received:,} lost {sample.lines_lost:,} "
+                    f"in order {sample.in_order} late {sample.late_lines} "
+                    f"messages {sample.stream_messages}")
+                if sample.lines_lost or not sample.in_order or sample.late_lines:
+                    self.findings.append(
+                        f"`{name}`, stdout throughput repetition {rep + 1}: received "
+                        f"{sample.lines_received:,} of {sample.lines_expected:,} lines, "
+                        f"{sample.lines_lost:,} lost, in order: {sample.in_order}, "
+                        f"{sample.late_lines:,} arrived after idle")
+
+    def live(self) -> list[str]:
+        return [name for name in self.order if name in self.warm and name not in self.broken]
+
+    def _guard(self, name: str, phase: str, action: Any) -> Any:
+        kernel, client = self.warm[name]
+        try:
+            return action(kernel, client)
+        except BenchFailure as error:
+            alive = "alive" if kernel.km.is_alive() else "dead"
+            self.fail(name, f"{phase} (kernel process {alive}; no further warm measurements)",
+                      error, kernel)
+            self.broken.add(name)
+            return None
+
+    def close(self) -> None:
+        for kernel, client in self.warm.values():
+            if client.channels_running:
+                client.stop_channels()
+            self.findings.extend(kernel.stop())
+        self.warm.clear()
+        self.sandbox.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    meta: dict[str, Any] = {"machine": report.machine_info(REPO)}
+    run = Run(args)
+    try:
+        log(f"launches: {args.launches} per kernel, alternating {' / '.join(run.order)}")
+        run.launches()
+        log("warm kernels")
+        run.start_warm()
+        log(f"round trips: {args.warmup} warm-up + {args.samples} samples per kernel")
+        run.round_trips()
+        log(f"stdout throughput: {args.reps} x {args.lines:,} lines per kernel")
+        run.throughput()
+        time.sleep(SETTLE_S)
+        run.measure_memory("after_bench")
+    finally:
+        run.close()
+    meta["duration_s"] = time.perf_counter() - started
+    meta["params"] = {
+        "quick": args.quick, "launches": args.launches, "samples": args.samples,
+        "warmup": args.warmup, "block": args.block, "lines": args.lines, "reps": args.reps,
+        "interactive_samples": args.interactive_samples, "timeout_s": args.timeout,
+        "poll_ms": measure.KERNEL_INFO_POLL_S * 1000, "reconnect_ivl_ms": measure.RECONNECT_IVL_MS,
+    }
+    run.results["meta"] = meta
+    section = report.render(run.results)
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(run.results, indent=1))
+    if args.out == "-":
+        print(section)
+    else:
+        out = Path(args.out)
+        report.write_section(out if out.is_absolute() else Path.cwd() / out, section)
+        log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
