@@ -43,6 +43,7 @@ class Sandbox:
         self.root = Path(self._tmp.name)
         (self.root / "ipython").mkdir()
         (self.root / "runtime").mkdir()
+        (self.root / "pycache").mkdir()
         self._count = 0
 
     def env(self) -> dict[str, str]:
@@ -52,6 +53,11 @@ class Sandbox:
         # A parent's Jupyter session or debugger must not leak into the kernels.
         for name in ("JPY_SESSION_NAME", "JPY_PARENT_PID", "PYDEVD_USE_FRAME_EVAL"):
             env.pop(name, None)
+        # Both kernels import from cached bytecode, as an installed package does, even where
+        # the environment forbids writing .pyc files or the source tree has none (an
+        # editable install); the run starts with one unmeasured launch per kernel to fill it.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(self.root / "pycache")
         return env
 
     def next_paths(self, name: str) -> tuple[Path, Path]:

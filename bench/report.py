@@ -179,7 +179,9 @@ def _intro(results: dict[str, Any], a: str, b: str, meta: dict[str, Any]) -> lis
         "",
         "- Each kernel is started by `jupyter_client.KernelManager` from its kernelspec, on "
         "127.0.0.1 over tcp, with a temporary IPYTHONDIR and runtime dir; every wait has a "
-        "timeout and every process started is shut down (a leftover child is a finding).",
+        "timeout and every process started is shut down (a leftover child is a finding). "
+        "Both import from a bytecode cache filled by one unmeasured launch each "
+        "(`PYTHONPYCACHEPREFIX` in the temp dir), as an installed package would.",
         f"- *Startup*: {p['launches']} fresh kernels each. The clock starts at the "
         "`km.start_kernel()` call. A client starts its channels at once and sends "
         f"`kernel_info_request` every {p['poll_ms']:.0f} ms until one is answered "

@@ -37,6 +37,16 @@ class HeadlessPage:
         self.installs = 0
         self.comm_msgs_seen = 0
         self.closed_by_kernel = threading.Event()
+        # Records for tests that check order and parentage (appended by the page thread):
+        # every IOPub message seen, every value received as (comm_id, address, value), every
+        # comm the page opened (oldest first), and the msg_id of every message it sent.
+        self.iopub_log: list[dict[str, Any]] = []
+        self.history: list[tuple[str, str, Any]] = []
+        self.comm_ids: list[str] = []
+        self.sent_msg_ids: list[str] = []
+        # The page thread (pongs, read answers) and a test thread may send at once, and a
+        # zmq socket must not be used by two threads at the same time.
+        self._send_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="headless-page", daemon=True)
         self._thread.start()
@@ -72,7 +82,12 @@ class HeadlessPage:
         if self.comm_id is None:
             raise RuntimeError("the headless page is not connected")
         msg = self.client.session.msg("comm_msg", {"comm_id": self.comm_id, "data": data})
-        self.client.shell_channel.send(msg)
+        self._send(msg)
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        with self._send_lock:
+            self.sent_msg_ids.append(msg["header"]["msg_id"])
+            self.client.shell_channel.send(msg)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -80,6 +95,7 @@ class HeadlessPage:
                 msg = self.client.get_iopub_msg(timeout=0.05)
             except queue.Empty:
                 continue
+            self.iopub_log.append(msg)
             kind = msg["header"]["msg_type"]
             content = msg["content"]
             if kind == "display_data":
@@ -93,20 +109,21 @@ class HeadlessPage:
                 self.comm_msgs_seen += 1
                 data = content["data"]
                 for item in data["batch"] if "batch" in data else [data]:
-                    self._item(item)
+                    self._item(item, content["comm_id"])
             elif kind == "comm_close" and content.get("comm_id") == self.comm_id:
                 self.closed_by_kernel.set()
 
     def _open(self, kernel_id: str) -> None:
         self.comm_id = uuid.uuid4().hex
+        self.comm_ids.append(self.comm_id)
         self.acked.clear()
         msg = self.client.session.msg("comm_open", {
             "comm_id": self.comm_id, "target_name": "wrapperkernel_comm",
             "data": {"kernel_id": kernel_id},
         })
-        self.client.shell_channel.send(msg)
+        self._send(msg)
 
-    def _item(self, item: dict[str, Any]) -> None:
+    def _item(self, item: dict[str, Any], comm_id: str = "") -> None:
         address = item.get("address")
         if address == "#comm_open_ack":
             self.acked.set()
@@ -119,6 +136,7 @@ class HeadlessPage:
             else:
                 self._comm_msg({"address": address, "read_error": f"no value for {address}"})
         elif "value" in item:
+            self.history.append((comm_id, address, item["value"]))
             self.received.put((address, item["value"]))
 
 

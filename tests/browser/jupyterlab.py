@@ -498,6 +498,71 @@ def prompt_text(cell: Locator) -> str:
     return cell.locator(INPUT_PROMPT).inner_text().strip()
 
 
+@dataclass(frozen=True)
+class StartedCell:
+    """A cell ``start_cell`` submitted; ``wait_cell`` waits for it to finish."""
+
+    cell: Locator
+    index: int
+    prompt_before: str
+
+
+def start_cell(page: Page, code: str) -> StartedCell:
+    """Type ``code`` into the active cell and run it with Shift+Enter, without waiting.
+
+    Shift+Enter moves the focus to the next cell, so a following ``run_cell`` or
+    ``start_cell`` uses a fresh cell.
+    """
+    index = _active_cell_index(page)
+    cell = page.locator(f"{CURRENT_NOTEBOOK_PANEL} {CELL}").nth(index)
+    before = prompt_text(cell)
+    set_cell_text(page, cell, code)
+    page.keyboard.press("Shift+Enter")
+    return StartedCell(cell=cell, index=index, prompt_before=before)
+
+
+def wait_cell(page: Page, started: StartedCell, timeout_s: float = CELL_TIMEOUT_S) -> CellResult:
+    """Wait until a cell from ``start_cell`` finished and return what it shows.
+
+    The cell counts as finished when its prompt shows a new execution count (JupyterLab sets
+    it from the execute_reply, after the outputs arrived).
+    """
+    cell = started.cell
+    try:
+        page.wait_for_function(
+            """([cell, promptSelector, before, pattern]) => {
+                const text = cell.querySelector(promptSelector)?.textContent.trim() ?? '';
+                return text !== before && new RegExp(pattern).test(text);
+            }""",
+            arg=[
+                cell.element_handle(),
+                INPUT_PROMPT,
+                started.prompt_before,
+                _EXECUTION_COUNT.pattern,
+            ],
+            timeout=_ms(timeout_s),
+        )
+    except PlaywrightTimeoutError as exc:
+        raise TimeoutError(
+            f"cell {started.index} did not finish within {timeout_s:.0f} s "
+            f"(prompt {prompt_text(cell)!r}, kernel {kernel_status(page)!r})"
+        ) from exc
+    match = _EXECUTION_COUNT.match(prompt_text(cell))
+    assert match is not None
+    return CellResult(
+        cell=cell,
+        execution_count=int(match.group(1)),
+        text=cell_output_text(cell),
+        html="".join(cell.locator(OUTPUT).evaluate_all("nodes => nodes.map(n => n.innerHTML)")),
+    )
+
+
+def cell_output_text(cell: Locator) -> str:
+    """The visible text of a cell's outputs, one output per line (also while it runs)."""
+    outputs = cell.locator(OUTPUT)
+    return "\n".join(text.rstrip("\n") for text in outputs.all_inner_texts())
+
+
 def run_cell(page: Page, code: str, timeout_s: float = CELL_TIMEOUT_S) -> CellResult:
     """Type ``code`` into the active cell, run it with Shift+Enter and wait until it finished.
 
@@ -505,33 +570,71 @@ def run_cell(page: Page, code: str, timeout_s: float = CELL_TIMEOUT_S) -> CellRe
     it from the execute_reply, after the outputs arrived). Shift+Enter moves the focus to the
     next cell, so a following ``run_cell`` uses a fresh cell.
     """
-    index = _active_cell_index(page)
-    cell = page.locator(f"{CURRENT_NOTEBOOK_PANEL} {CELL}").nth(index)
-    before = prompt_text(cell)
-    set_cell_text(page, cell, code)
-    page.keyboard.press("Shift+Enter")
-    try:
-        page.wait_for_function(
-            """([cell, promptSelector, before, pattern]) => {
-                const text = cell.querySelector(promptSelector)?.textContent.trim() ?? '';
-                return text !== before && new RegExp(pattern).test(text);
-            }""",
-            arg=[cell.element_handle(), INPUT_PROMPT, before, _EXECUTION_COUNT.pattern],
-            timeout=_ms(timeout_s),
+    return wait_cell(page, start_cell(page, code), timeout_s)
+
+
+def append_cell(page: Page, timeout_s: float = CELL_TIMEOUT_S) -> Locator:
+    """Add an empty code cell below the last one of the current notebook and make it the
+    active cell (e.g. after a reload, when the first cell is the active one)."""
+    cells = page.locator(f"{CURRENT_NOTEBOOK_PANEL} {CELL}")
+    count = cells.count()
+    if count == 0:
+        raise RuntimeError("the current notebook has no cell to append to")
+    # A click on the prompt selects the cell in command mode; "b" inserts a cell below.
+    cells.nth(count - 1).locator(INPUT_PROMPT).click(timeout=_ms(timeout_s))
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")
+    page.wait_for_function(
+        """([selector, count]) => {
+            const cells = document.querySelectorAll(selector);
+            return cells.length === count + 1
+                && cells[count].classList.contains('jp-mod-active');
+        }""",
+        arg=[f"{CURRENT_NOTEBOOK_PANEL} {CELL}", count],
+        timeout=_ms(timeout_s),
+    )
+    return cells.nth(count)
+
+
+# The page keeps every status change of the current notebook's execution indicator in
+# this global, so a short flip (busy -> idle -> busy) cannot slip between two samples.
+_STATUS_LOG = "__wrapperkernelTestKernelStatuses"
+
+
+def record_kernel_statuses(page: Page) -> None:
+    """Start (or restart) recording every kernel status the current notebook's toolbar
+    shows; read them with ``recorded_kernel_statuses``."""
+    page.evaluate(
+        """([logName, panelSelector, indicatorSelector]) => {
+            const previous = globalThis[logName];
+            if (previous !== undefined) previous.observer.disconnect();
+            const panel = document.querySelector(panelSelector);
+            if (panel === null) throw new Error('no current notebook panel');
+            const statuses = [];
+            const read = () => {
+                const status = panel.querySelector(indicatorSelector)?.dataset.status ?? '';
+                if (statuses[statuses.length - 1] !== status) statuses.push(status);
+            };
+            // The indicator is re-rendered by React: watch the whole panel, not one node.
+            const observer = new MutationObserver(read);
+            observer.observe(panel, {
+                subtree: true, childList: true, attributes: true,
+                attributeFilter: ['data-status'],
+            });
+            read();
+            globalThis[logName] = {observer, statuses};
+        }""",
+        [_STATUS_LOG, CURRENT_NOTEBOOK_PANEL, EXECUTION_INDICATOR],
+    )
+
+
+def recorded_kernel_statuses(page: Page) -> list[str]:
+    """The statuses seen since ``record_kernel_statuses``, consecutive repeats folded."""
+    return list(
+        page.evaluate(
+            "logName => globalThis[logName] === undefined ? [] : [...globalThis[logName].statuses]",
+            _STATUS_LOG,
         )
-    except PlaywrightTimeoutError as exc:
-        raise TimeoutError(
-            f"cell {index} did not finish within {timeout_s:.0f} s "
-            f"(prompt {prompt_text(cell)!r}, kernel {kernel_status(page)!r})"
-        ) from exc
-    match = _EXECUTION_COUNT.match(prompt_text(cell))
-    assert match is not None
-    outputs = cell.locator(OUTPUT)
-    return CellResult(
-        cell=cell,
-        execution_count=int(match.group(1)),
-        text="\n".join(text.rstrip("\n") for text in outputs.all_inner_texts()),
-        html="".join(outputs.evaluate_all("nodes => nodes.map(n => n.innerHTML)")),
     )
 
 
