@@ -433,6 +433,26 @@ def current_notebook_path(page: Page) -> str:
     return match.group(1)
 
 
+def wait_notebook_shown(
+    page: Page, path: str | None = None, timeout_s: float = LAB_LOAD_TIMEOUT_S
+) -> Locator:
+    """Wait until a notebook (the one at server path ``path``, if given) is the current one
+    with its editor and tab ready, e.g. restored after ``reload_page``; return its panel.
+    A restored tab gets its "Path: ..." tooltip some time after the panel is shown."""
+    page.wait_for_function(
+        """([panelSelector, tabSelector, editorSelector, path]) => {
+            const panel = document.querySelector(panelSelector);
+            if (panel === null || panel.querySelector(editorSelector) === null) return false;
+            const tab = document.querySelector(`${tabSelector}[data-id="${panel.id}"]`);
+            const match = /^Path: (.*)$/m.exec(tab?.title ?? '');
+            return match !== null && (path === null || match[1] === path);
+        }""",
+        arg=[CURRENT_NOTEBOOK_PANEL, MAIN_TAB, CELL_EDITOR, path],
+        timeout=_ms(timeout_s),
+    )
+    return current_notebook(page)
+
+
 def page_api(page: Page, path: str, timeout_s: float = HTTP_REQUEST_TIMEOUT_S):
     """GET the server's REST API (``api/...``) as the page does: same base URL and token."""
     config = json.loads(page.locator(PAGE_CONFIG).text_content() or "{}")

@@ -24,7 +24,6 @@ from playwright.sync_api import Page, expect
 
 from .conftest import shut_down_sessions
 from .jupyterlab import (
-    CELL_EDITOR,
     EXECUTION_INDICATOR,
     LabServer,
     append_cell,
@@ -41,6 +40,7 @@ from .jupyterlab import (
     start_cell,
     wait_cell,
     wait_kernel_idle,
+    wait_notebook_shown,
 )
 
 if TYPE_CHECKING:
@@ -184,6 +184,14 @@ def statuses_until_idle(page: Page) -> list[str]:
     return recorded_kernel_statuses(page)
 
 
+@pytest.fixture(autouse=True)
+def _wrapperkernel_only(kernel_under_test: KernelUnderTest) -> None:
+    if kernel_under_test.name != "wrapperkernel":
+        pytest.skip(
+            f"the address channel is wrapperkernel's; the kernel is {kernel_under_test.name}"
+        )
+
+
 @pytest.fixture
 def comms_page(
     page: Page,
@@ -270,8 +278,7 @@ def test_reloaded_page_gets_the_client_again(
     assert_install_script_not_saved(lab_server, path, "wk-echo-before")
 
     reload_page(page)
-    current_notebook(page).locator(CELL_EDITOR).first.wait_for(state="visible")
-    assert current_notebook_path(page) == path
+    wait_notebook_shown(page, path)
     wait_kernel_idle(page)
     assert page.evaluate("typeof globalThis.wrapperkernel_comm") == "undefined"
 

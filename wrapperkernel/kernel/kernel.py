@@ -244,30 +244,37 @@ class Kernel:
             if request.msg_type == "execute_request":
                 self.last_execute_header = request.header
             self._remember(request)
+            # The worker starts on the request before busy is published: the two then
+            # happen in parallel. Its output cannot overtake busy, since it arrives
+            # through this same event loop later.
+            self.worker.send(job.frame)
             self._status("busy", request)
-            try:
-                if isinstance(job.frame, frames.ExecuteFrame):
-                    await self._execute(job)
-                else:
-                    self.worker.send(job.frame)
-                    self._reply(request, await job.done)
-            finally:
-                self.current = None
-                self._status("idle", request)
+            frame = job.frame
+            if isinstance(frame, frames.ExecuteFrame) and not frame.silent:
+                self.transport.publish(
+                    "execute_input",
+                    {"code": frame.code, "execution_count": self.next_execution_count},
+                    parent=request.header,
+                )
+            await job.done
 
-    async def _execute(self, job: Job) -> None:
-        frame = job.frame
-        assert isinstance(frame, frames.ExecuteFrame)
+    def _complete(self, job: Job, content: dict[str, Any]) -> None:
+        """The running request is over: reply, idle, then let the queue move on.
+
+        Called straight from the frame (or worker exit) that ends the request, so the
+        reply leaves without waiting for another turn of the event loop.
+        """
         request = job.request
-        if not frame.silent:
-            self.transport.publish("execute_input",
-                                   {"code": frame.code, "execution_count": self.next_execution_count},
-                                   parent=request.header)
-        self.worker.send(frame)
-        content = await job.done
         self._reply(request, content)
-        if content.get("status") == "error" and request.content.get("stop_on_error", True):
+        self.current = None
+        self._status("idle", request)
+        if (
+            isinstance(job.frame, frames.ExecuteFrame)
+            and content.get("status") == "error"
+            and request.content.get("stop_on_error", True)
+        ):
             self._abort_queued_executions()
+        job.done.set_result(content)
 
     def _abort_queued_executions(self) -> None:
         """stop_on_error: cells queued behind a failed one are answered ``aborted``."""
@@ -332,7 +339,7 @@ class Kernel:
         if job is None or job.request.msg_id != req or job.done.done():
             log.warning("worker replied to %s, which is not the running request", req)
             return
-        job.done.set_result(content)
+        self._complete(job, content)
 
     def _input_request(self, frame: frames.InputRequestFrame) -> None:
         job = self.current
@@ -361,7 +368,7 @@ class Kernel:
                                    parent=job.request.header)
         content = _error_content("WorkerDied", evalue)
         content["execution_count"] = self.next_execution_count
-        job.done.set_result(content)
+        self._complete(job, content)
 
 
 def _error_content(ename: str, evalue: str) -> dict[str, Any]:

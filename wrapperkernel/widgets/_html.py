@@ -66,8 +66,9 @@ def render(
         "data-wk-widget": widget_id,
         "data-wk-kind": kind,
         "data-wk-value": json_attr(value),
-        # Lumino stops looking for keyboard shortcuts here: arrow keys move the slider,
-        # Enter presses the button, instead of moving between notebook cells.
+        # Lumino looks for keyboard shortcuts from the focused element up to the first
+        # element with this attribute, so the controls carry it too: arrow keys move the
+        # slider and Enter presses the button instead of moving between notebook cells.
         "data-lm-suppress-shortcuts": "true",
     })
     config_json = json.dumps(dict(config), ensure_ascii=True, allow_nan=False).translate(

@@ -12,7 +12,6 @@ slow handler can never make the kernel look dead.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -131,11 +130,13 @@ class Transport:
     def send_msg(self, channel: str, msg: dict[str, Any], idents: list[bytes] | None) -> None:
         frames = self.session.serialize(msg, ident=idents)
         buffers = msg.get("buffers") or []
-        future = self._sockets[channel].send_multipart(frames + list(buffers), copy=True)
-        if not future.done():
-            future.add_done_callback(_report_send_failure)
-        elif future.exception() is not None:
-            log.error("sending %s failed: %s", msg["header"]["msg_type"], future.exception())
+        # ROUTER and XPUB sockets never block a sender, so a plain non-blocking send from
+        # the loop's thread is safe and skips the asyncio socket's future bookkeeping.
+        try:
+            zmq.Socket.send_multipart(self._sockets[channel], frames + list(buffers),
+                                      flags=zmq.NOBLOCK, copy=True)
+        except zmq.ZMQError as error:
+            log.error("sending %s on %s failed: %s", msg["header"]["msg_type"], channel, error)
 
     def publish(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None,
                 metadata: dict[str, Any] | None = None,
@@ -146,11 +147,6 @@ class Transport:
         for sock in self._sockets.values():
             sock.close(linger=500)
         self._context.term()
-
-
-def _report_send_failure(future: asyncio.Future) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("sending a message failed: %s", future.exception())
 
 
 def _echo(sock: zmq.Socket) -> None:

@@ -123,7 +123,11 @@ class RequestRunner:
             items = manager.search(
                 job.pattern, raw=job.raw, output=job.output, n=job.n, unique=job.unique
             )
-        content = {"status": "ok", "history": [list(item) for item in items]}
+        # IPython numbers the running session 0 in get_range; clients need the real number
+        # (they pass it back in the next range request).
+        current = manager.session_number
+        history = [[item[0] or current, *item[1:]] for item in items]
+        content = {"status": "ok", "history": history}
         self.context.send(frames.ReplyFrame(req=job.req, content=content))
 
 

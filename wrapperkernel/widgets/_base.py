@@ -1,0 +1,434 @@
+"""The common part of every widget: value, display, page binding, persistence, observers.
+
+A widget is one value at one address, ``/wrapperkernel/widgets/<uuid>/value``, shared by
+the program and the page through the address channel (``wrapperkernel.comms``):
+
+- program -> page: setting ``.value`` sends the new value to the address;
+- page -> program (``Control`` only): the widget subscribes to its address when first
+  displayed; the page's values arrive on the comms dispatcher thread, which updates
+  ``.value``, feeds ``changes()`` iterators and calls the observers, in that order.
+
+Subclasses say how to check a value (``_check``: from the program, raises; ``_from_page``:
+from the page, raises ValueError for a value to ignore) and how to draw themselves
+(``_body`` and ``_config``).
+
+Must never: hold the widget lock while calling user code, sending or publishing; treat
+0, False, "" as "no value"; raise at the user from the dispatcher thread (a bad page value
+or a failing observer is reported on stderr and the next value is still delivered).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from wrapperkernel import comms
+from wrapperkernel.widgets import _html
+from wrapperkernel.widgets._host import WidgetHost
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+ADDRESS_PREFIX = "/wrapperkernel/widgets"
+
+
+class Widget:
+    """A value shown in the page; ``display()`` it, read and set ``.value``."""
+
+    _kind: ClassVar[str]
+
+    def __init__(self, value: Any, *, label: str) -> None:
+        if not isinstance(label, str):
+            raise TypeError(f"label must be a str, got {type(label).__name__}")
+        self._id = uuid.uuid4().hex
+        self._address = f"{ADDRESS_PREFIX}/{self._id}/value"
+        self._display_id = f"wrapperkernel-widget-{self._id}"
+        self._label = label
+        self._lock = threading.Lock()
+        # Held while one rendering is published, so renderings leave in state order.
+        self._render_lock = threading.Lock()
+        self._value = self._check(value)
+        self._host: WidgetHost | None = None
+        self._displayed = False
+        self._live = False  # connected to the page at display time
+        self._closed = False
+        self._published: str | None = None  # the HTML last displayed
+        self._send_failed = False
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def address(self) -> str:
+        """The address of the widget's value on the address channel."""
+        return self._address
+
+    @property
+    def display_id(self) -> str:
+        """The ``display_id`` of the widget's outputs (updated for persistence)."""
+        return self._display_id
+
+    @property
+    def value(self) -> Any:
+        """The current value: the page's latest while displayed; set it to update the page."""
+        with self._lock:
+            return self._value
+
+    @value.setter
+    def value(self, new: Any) -> None:
+        checked = self._check(new)
+        with self._lock:
+            self._value = checked
+            displayed, live = self._displayed, self._live and not self._closed
+        if live:
+            self._send(checked)
+        if displayed:
+            self._schedule()
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @label.setter
+    def label(self, new: str) -> None:
+        if not isinstance(new, str):
+            raise TypeError(f"label must be a str, got {type(new).__name__}")
+        with self._lock:
+            self._label = new
+        self._rerender()
+
+    def display(self) -> None:
+        """Show the widget in the output of the running cell (again, if it is shown already).
+
+        Installs the page client first (``comms.start()``) so the widget's script finds
+        it, and (for controls) subscribes to the page's values. Without a page (nbclient,
+        papermill, console) the widget is shown anyway, with a note on stderr: its value
+        then changes only from the program.
+        """
+        self._connect()
+        with self._render_lock:
+            with self._lock:
+                self._displayed = True
+                html = self._render_locked()
+                self._published = html
+            self._publish(html, update=False)
+
+    def close(self) -> None:
+        """Stop following the page: unsubscribe, end ``changes()`` iterators, stop sending.
+
+        The outputs stay as they are. Closing twice is harmless.
+        """
+        with self._lock:
+            self._closed = True
+
+    def _ipython_display_(self) -> None:
+        self.display()
+
+    def _repr_html_(self) -> str:
+        """A snapshot of the widget's HTML (``display()`` shows the live widget)."""
+        with self._lock:
+            return self._render_locked()
+
+    def __repr__(self) -> str:
+        with self._lock:
+            fields = self._repr_fields()
+        text = ", ".join(f"{name}={value!r}" for name, value in fields.items())
+        return f"{type(self).__name__}({text})"
+
+    # ------------------------------------------------------------------ for subclasses
+
+    def _check(self, value: Any) -> Any:
+        """``value`` as this widget holds it; TypeError/ValueError if it cannot hold it."""
+        raise NotImplementedError
+
+    def _body(self, control_id: str) -> str:
+        """The HTML between the root element's style and script (lock held)."""
+        raise NotImplementedError
+
+    def _config(self) -> dict[str, Any]:
+        """Kind-specific fields of the page binder's config (lock held)."""
+        return {}
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"value": self._value, "label": self._label}
+
+    # ------------------------------------------------------------------ internals
+
+    def _subscribes(self) -> bool:
+        return False
+
+    def _connect(self) -> None:
+        """Start the page client and subscribe, once; remember a failure per cell."""
+        import IPython  # here, not at the top: importing wrapperkernel.widgets stays cheap
+
+        shell = IPython.get_ipython()
+        if shell is not None and self._host is None:
+            self._host = WidgetHost.of_shell(shell)
+        if self._live or self._closed:
+            return
+        host = self._host
+        if host is not None and host.start_failed_in == host.execution_count:
+            return  # a page did not connect earlier in this cell: do not wait again
+        try:
+            comms.start()
+            if self._subscribes():
+                self._subscription = comms.subscribe(self._address, self._on_page_value)
+        except comms.CommsError as error:
+            if host is not None:
+                host.start_failed_in = host.execution_count
+            _note(
+                f"{type(self).__name__} is shown without a live connection to the page, so "
+                f"its value changes only from the program. {error}"
+            )
+            return
+        self._live = True
+
+    def _send(self, value: Any) -> None:
+        try:
+            comms.send(self._address, value)
+        except comms.CommsError as error:
+            if not self._send_failed:
+                _note(f"{self!r}: the page did not get the new value. {error}")
+            self._send_failed = True
+            return
+        self._send_failed = False
+
+    def _schedule(self) -> None:
+        if self._host is not None:
+            self._host.schedule(self)
+
+    def _render_locked(self) -> str:
+        return _html.render(
+            widget_id=self._id,
+            kind=self._kind,
+            value=self._value,
+            body=self._body(f"wk-{self._id}"),
+            config={
+                "id": self._id,
+                "address": self._address,
+                "kind": self._kind,
+                "value": self._value,
+                **self._config(),
+            },
+        )
+
+    def _rerender(self) -> None:
+        """Update the widget's outputs if its HTML changed since it was last published."""
+        with self._render_lock:
+            with self._lock:
+                if not self._displayed:
+                    return
+                html = self._render_locked()
+                if html == self._published:
+                    return
+                self._published = html
+            self._publish(html, update=True)
+
+    def _publish(self, html: str, *, update: bool) -> None:
+        from IPython.display import publish_display_data
+
+        publish_display_data(
+            {"text/html": html, "text/plain": repr(self)},
+            transient={"display_id": self._display_id},
+            update=update,
+        )
+
+
+Observer = Callable[[Any], object]
+
+
+class Control(Widget):
+    """A widget the page changes: ``.value`` follows the page; ``observe``, ``changes``."""
+
+    def __init__(self, value: Any, *, label: str) -> None:
+        super().__init__(value, label=label)
+        self._observers: list[Observer] = []
+        self._changes: list[Changes] = []
+        self._subscription: int | None = None
+
+    def observe(self, callback: Observer) -> Observer:
+        """Call ``callback(new_value)`` for every value the page sets; returns ``callback``.
+
+        Usable as a decorator. Runs on the comms dispatcher thread, after ``.value`` was
+        updated, one callback at a time: keep it short. Values set by the program do not
+        call it. An exception is printed on stderr and later values are still delivered.
+        """
+        if not callable(callback):
+            raise TypeError(f"callback must be callable as callback(new_value), got {callback!r}")
+        with self._lock:
+            self._observers.append(callback)
+        return callback
+
+    def unobserve(self, callback: Observer) -> bool:
+        """Remove ``callback`` (its first registration); False if it was not observing."""
+        with self._lock:
+            try:
+                self._observers.remove(callback)
+            except ValueError:
+                return False
+            return True
+
+    def changes(self, *, latest_only: bool = False) -> Changes:
+        """An iterator over the values the page sets from now on (see ``Changes``).
+
+        With ``latest_only=True`` only the newest unread value is kept (a slider's
+        intermediate positions are skipped when the loop is slower than the hand).
+        """
+        changes = Changes(self, latest_only=latest_only)
+        with self._lock:
+            if self._closed:
+                changes._closed = True
+            else:
+                self._changes.append(changes)
+        return changes
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            subscription, self._subscription = self._subscription, None
+            changes, self._changes = self._changes, []
+        if subscription is not None:
+            comms.unsubscribe(subscription)
+        for iterator in changes:
+            iterator.close()
+
+    def _subscribes(self) -> bool:
+        return True
+
+    def _from_page(self, value: Any) -> Any:
+        """A value the page sent, as this widget holds it; ValueError to ignore it."""
+        try:
+            return self._check(value)
+        except TypeError as error:
+            raise ValueError(str(error)) from None
+
+    def _on_page_value(self, address: str, raw: Any) -> None:
+        """Runs on the comms dispatcher thread for every value the page sends."""
+        try:
+            value = self._from_page(raw)
+        except ValueError as error:
+            _note(f"{type(self).__name__} ignored a value from the page ({raw!r}): {error}")
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._value = value
+            observers = list(self._observers)
+            changes = list(self._changes)
+        self._schedule()
+        for iterator in changes:
+            iterator._deliver(value)
+        for callback in observers:
+            try:
+                self._call_observer(callback, value)
+            except Exception as error:  # noqa: BLE001 - one failing observer must not stop the rest
+                tb = error.__traceback__.tb_next if error.__traceback__ is not None else None
+                text = "".join(traceback.format_exception(type(error), error, tb))
+                sys.stderr.write(
+                    f"wrapperkernel.widgets: the observer {callback!r} of {self!r} raised; "
+                    f"later values are still delivered.\n{text}"
+                )
+                sys.stderr.flush()
+
+    def _call_observer(self, callback: Observer, value: Any) -> None:
+        callback(value)
+
+    def _changes_closed(self, changes: Changes) -> None:
+        with self._lock:
+            if changes in self._changes:
+                self._changes.remove(changes)
+
+
+class Changes:
+    """The values the page sets on one widget, in arrival order; made by ``changes()``.
+
+    Iterating blocks until the next value and ends once the iterator is closed (from any
+    thread) or its widget is closed. ``get(timeout)`` takes one value or raises
+    ``TimeoutError``. As a context manager it closes itself on exit. Values are fed on
+    the dispatcher thread right after ``.value`` is updated, so while the loop body
+    runs, ``widget.value`` is the yielded value or a newer one. Waits are interruptible
+    (Ctrl-C / "Interrupt kernel").
+    """
+
+    def __init__(self, widget: Control, *, latest_only: bool = False) -> None:
+        self._widget = widget
+        self._values: deque[Any] = deque(maxlen=1 if latest_only else None)
+        self._changed = threading.Condition(threading.Lock())
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def get(self, timeout: float | None = None) -> Any:
+        has_value, value = self._take(timeout)
+        if has_value:
+            return value
+        if self._closed:
+            raise comms.CommsError(f"changes() of {self._widget!r} is closed; call it again.")
+        raise TimeoutError(
+            f"The page did not change {self._widget!r} within {timeout:g} s."
+        )
+
+    def close(self) -> None:
+        with self._changed:
+            if self._closed:
+                return
+            self._closed = True
+            self._values.clear()
+            self._changed.notify_all()
+        self._widget._changes_closed(self)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        has_value, value = self._take(None)
+        if has_value:
+            return value
+        raise StopIteration
+
+    def __enter__(self) -> Changes:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _take(self, timeout: float | None) -> tuple[bool, Any]:
+        # Condition.wait is interruptible by signals, so Ctrl-C reaches a main thread here.
+        with self._changed:
+            ready = self._changed.wait_for(lambda: self._values or self._closed, timeout)
+            if ready and self._values and not self._closed:
+                return True, self._values.popleft()
+            return False, None
+
+    def _deliver(self, value: Any) -> None:
+        with self._changed:
+            if self._closed:
+                return
+            self._values.append(value)
+            self._changed.notify_all()
+
+
+def check_json(value: Any, what: str) -> Any:
+    """``value`` if it is JSON (what the address channel carries), else TypeError."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{what} must be a JSON value (str, number, bool, None, list, dict): {error}") from None
+    return value
+
+
+def _note(text: str) -> None:
+    sys.stderr.write(f"wrapperkernel.widgets: {text}\n")
+    sys.stderr.flush()

@@ -1,0 +1,108 @@
+"""What the widgets of one IPython shell share: re-rendering for persistence, start failures.
+
+Owns the persistence schedule (docs/widgets.md, "Persistence"). JupyterLab saves the
+output MODEL, not the DOM, so a widget whose value changed must be displayed again,
+through ``update_display_data`` on its ``display_id``, for the saved notebook to show it.
+Re-rendering replaces the widget's DOM, so it is not done on every slider step: a widget
+is re-rendered once its value has been still for ``RERENDER_DEBOUNCE_S``, and every
+changed widget right after each cell (IPython's ``post_execute`` event, which runs
+before the cell's reply, so the update is parented to that cell).
+
+One ``WidgetHost`` per shell, kept on the shell as ``wrapperkernel_widgets`` (like the
+comms runtime): a restarted worker gets a fresh one, and nothing here is module state.
+
+Threads: ``schedule`` is called from any thread (the dispatcher thread for page values,
+the main thread for program values); the re-render thread sleeps until the earliest
+deadline; ``flush`` runs on the main thread. Must never: call widget code while holding
+the lock, or let a failing re-render stop the thread.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wrapperkernel.widgets._base import Widget
+
+RERENDER_DEBOUNCE_S = 0.5
+SHELL_ATTRIBUTE = "wrapperkernel_widgets"
+
+
+class WidgetHost:
+    def __init__(self, debounce_s: float = RERENDER_DEBOUNCE_S) -> None:
+        self._debounce_s = debounce_s
+        self._lock = threading.Condition(threading.Lock())
+        self._due: dict[Widget, float] = {}  # widget -> monotonic deadline
+        self._thread: threading.Thread | None = None
+        self._shell: Any = None
+        # The execution count of the cell in which comms.start() last failed: the other
+        # widgets of that cell do not wait again for a page that is not there.
+        self.start_failed_in: int | None = None
+
+    @staticmethod
+    def of_shell(shell: Any) -> WidgetHost:
+        """The shell's host, made (and hooked to ``post_execute``) on first use."""
+        # dict.setdefault is atomic: two threads asking at once get the same host.
+        host: WidgetHost = shell.__dict__.setdefault(SHELL_ATTRIBUTE, WidgetHost())
+        host._attach(shell)
+        return host
+
+    def _attach(self, shell: Any) -> None:
+        with self._lock:
+            if self._shell is not None:
+                return
+            self._shell = shell
+        shell.events.register("post_execute", self.flush)
+
+    @property
+    def execution_count(self) -> int | None:
+        return getattr(self._shell, "execution_count", None)
+
+    def schedule(self, widget: Widget) -> None:
+        """Re-render ``widget`` once it has not changed for the debounce time."""
+        with self._lock:
+            self._due[widget] = time.monotonic() + self._debounce_s
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="widgets-rerender", daemon=True
+                )
+                self._thread.start()
+            self._lock.notify()
+
+    def flush(self) -> None:
+        """Re-render every widget with a pending change now (the ``post_execute`` hook)."""
+        with self._lock:
+            widgets = list(self._due)
+            self._due.clear()
+        for widget in widgets:
+            _rerender(widget)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._due:
+                    self._lock.wait()
+                now = time.monotonic()
+                ready = [widget for widget, deadline in self._due.items() if deadline <= now]
+                if not ready:
+                    self._lock.wait(min(self._due.values()) - now)
+                    continue
+                for widget in ready:
+                    del self._due[widget]
+            for widget in ready:
+                _rerender(widget)
+
+
+def _rerender(widget: Widget) -> None:
+    try:
+        widget._rerender()
+    except Exception as error:  # noqa: BLE001 - the one catch-all of the re-render loop
+        tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        sys.stderr.write(
+            f"wrapperkernel.widgets: re-rendering {widget!r} failed; the saved notebook may "
+            f"show an older value.\n{tb}"
+        )
