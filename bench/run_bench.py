@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -233,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         run.close()
     meta["duration_s"] = time.perf_counter() - started
+    meta["loadavg_at_end"] = os.getloadavg()
     meta["params"] = {
         "quick": args.quick, "launches": args.launches, "samples": args.samples,
         "warmup": args.warmup, "block": args.block, "lines": args.lines, "reps": args.reps,

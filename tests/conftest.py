@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from kernel_helpers import KernelConnection, running_kernel
 
 INSTALL_TIMEOUT_S = 120

@@ -77,6 +77,8 @@ class KernelConnection:
         self._buckets: dict[str, dict[str, list[Message]]] = {
             name: defaultdict(list) for name in ("shell", "control", "iopub", "stdin")
         }
+        # Every message of a channel in arrival order, whatever its parent.
+        self.arrivals: dict[str, list[Message]] = {name: [] for name in self._buckets}
         self._getters: dict[str, Callable[..., Message]] = {
             "shell": kc.get_shell_msg,
             "control": kc.get_control_msg,
@@ -104,6 +106,7 @@ class KernelConnection:
         except queue.Empty:
             return False
         parent = msg.get("parent_header") or {}
+        self.arrivals[channel].append(msg)
         self._buckets[channel][parent.get("msg_id", "")].append(msg)
         return True
 

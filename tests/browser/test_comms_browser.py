@@ -19,6 +19,7 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import nbformat
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -56,6 +57,7 @@ COMM_CELL_TIMEOUT_S = 45.0
 RENDER_TIMEOUT_MS = 10_000
 CLICK_PAUSE_S = 0.3  # between clicks, so the status samples span the running cell
 BUSY_AND_BACK = ["idle", "busy", "idle"]
+HUB_BASE_URL = "/user/tester/"  # JupyterHub-style
 
 
 # --- cell code ---------------------------------------------------------------------------
@@ -63,7 +65,11 @@ BUSY_AND_BACK = ["idle", "busy", "idle"]
 
 def echo_html(element_id: str, inbox: str, outbox: str) -> str:
     """A page script that sends back every value of ``inbox`` to ``outbox``, shows it in
-    the element ``element_id``, and then announces itself on ``outbox + "/ready"``."""
+    the element ``element_id``, and then announces itself on ``outbox + "/ready"``.
+
+    It does nothing when the page has no client: JupyterLab runs the scripts of a saved
+    (hence signed and trusted) notebook again when the page is reloaded, before any
+    program has made the kernel install the client again."""
     return f"""<div id="{element_id}">waiting</div>
 <script>
 (async () => {{
@@ -163,8 +169,11 @@ def outputs_of(notebook: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def assert_install_script_not_saved(server: LabServer, path: str, *markers: str) -> None:
-    """The saved outputs hold the test's own page scripts (``markers``) but no installer."""
-    outputs = json.dumps(outputs_of(saved_notebook(server, path)))
+    """The saved notebook is valid and its outputs hold the test's own page scripts
+    (``markers``) but no installer (the erased install output stays as an empty one)."""
+    notebook = saved_notebook(server, path)
+    nbformat.validate(nbformat.from_dict(notebook))
+    outputs = json.dumps(outputs_of(notebook))
     assert INSTALLER_NAME not in outputs, f"the install script was saved in {path}"
     for marker in markers:
         assert marker in outputs, f"{marker!r} missing from the saved outputs of {path}"
@@ -308,7 +317,10 @@ def test_reloaded_page_gets_the_client_again(
 def test_exchange_under_a_base_url(
     page: Page, lab_server_factory: LabServerFactory, kernel_under_test: KernelUnderTest
 ) -> None:
-    server = lab_server_factory(base_url="/user/tester/")
+    # The smoke test may have started one already: a server per base URL is enough.
+    server = next(
+        (s for s in lab_server_factory.started if s.base_url == HUB_BASE_URL), None
+    ) or lab_server_factory(base_url=HUB_BASE_URL)
     try:
         open_fresh_lab(page, server, "base-url")
         create_notebook(page, kernel_under_test.display_name)
@@ -319,12 +331,12 @@ def test_exchange_under_a_base_url(
                 element_id="wk-echo-base",
                 inbox="/base",
                 outbox="/base_echo",
-                value={"under": "/user/tester/"},
+                value={"under": HUB_BASE_URL},
             ),
             timeout_s=COMM_CELL_TIMEOUT_S,
         )
-        assert "echo {'under': '/user/tester/'}" in result.text, result.text
+        assert f"echo {{'under': {HUB_BASE_URL!r}}}" in result.text, result.text
         client_url = page.evaluate("globalThis.wrapperkernel_comm.url")
-        assert client_url.startswith(f"ws://127.0.0.1:{server.port}/user/tester/api/kernels/")
+        assert client_url.startswith(f"ws://127.0.0.1:{server.port}{HUB_BASE_URL}api/kernels/")
     finally:
         shut_down_sessions(server)

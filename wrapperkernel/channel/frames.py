@@ -169,6 +169,8 @@ class ExecuteReplyFrame(_Frame):
     req: str
     status: Literal["ok", "error"]
     execution_count: int
+    # The count the next recorded cell will get (silent cells do not advance it).
+    next_execution_count: int = 1
     user_expressions: dict[str, Any] = Field(default_factory=dict)
     payload: list[dict[str, Any]] = Field(default_factory=list)
     ename: str | None = None

@@ -12,7 +12,7 @@ import os
 import sys
 import uuid
 
-from wrapperkernel.kernel.kernel import Kernel, install_interrupt_handler
+from wrapperkernel.kernel.startup import StartupGate
 from wrapperkernel.kernel.supervisor import WorkerSupervisor
 from wrapperkernel.wire.connection import ConnectionInfo
 from wrapperkernel.wire.session import import_session_class
@@ -23,6 +23,9 @@ log = logging.getLogger("wrapperkernel")
 # The is_complete checker needs IPython's input transformers (~0.1 s to import): load them
 # once the kernel answers, not before.
 PRELOAD_DELAY_S = 0.5
+# How long the gate waits for the frontend's first kernel_info_request before the kernel
+# loads the rest of itself anyway.
+FIRST_KERNEL_INFO_WAIT_S = 0.2
 
 
 def kernel_id_from_connection_file(path: str) -> str:
@@ -35,11 +38,23 @@ def kernel_id_from_connection_file(path: str) -> str:
 
 async def serve(connection_file: str) -> int:
     info = ConnectionInfo.load(connection_file)
-    kernel_ref: list[Kernel] = []
-    supervisor = WorkerSupervisor(
-        on_frame=lambda frame: kernel_ref[0].on_worker_frame(frame),
-        on_exit=lambda reason: kernel_ref[0].on_worker_exit(reason),
-    )
+    kernel_ref: list = []
+    early_frames: list = []  # from a worker faster than this process's own imports
+
+    def on_frame(frame: object) -> None:
+        if kernel_ref:
+            kernel_ref[0].on_worker_frame(frame)
+        else:
+            early_frames.append(frame)
+
+    def on_exit(reason: str) -> None:
+        if kernel_ref:
+            kernel_ref[0].on_worker_exit(reason)
+        else:
+            log.error("%s before the kernel finished starting; starting a new one", reason)
+
+    supervisor = WorkerSupervisor(on_frame=on_frame, on_exit=on_exit)
+    # First the worker, so that IPython loads there while this process gets ready.
     await supervisor.start()
 
     Session = import_session_class()
@@ -51,11 +66,24 @@ async def serve(connection_file: str) -> int:
     )
     transport = Transport(info, session)
     transport.bind()
+    gate = StartupGate(transport)
+    tasks = [
+        asyncio.create_task(transport.serve(channel, gate.handler(channel)))
+        for channel in ("shell", "control", "stdin")
+    ]
+    tasks.append(asyncio.create_task(transport.serve_subscriptions()))
+    transport.publish("status", {"execution_state": "starting"}, parent=None)
+    try:
+        await asyncio.wait_for(gate.answered.wait(), FIRST_KERNEL_INFO_WAIT_S)
+    except asyncio.TimeoutError:
+        log.debug("no kernel_info_request yet; loading the kernel anyway")
+
+    # The rest of the kernel: request handlers, frames, the comm machinery.
+    from wrapperkernel.kernel.comm_relay import CommRelay
+    from wrapperkernel.kernel.kernel import Kernel, install_interrupt_handler
+
     kernel = Kernel(transport, supervisor)
     kernel_ref.append(kernel)
-
-    from wrapperkernel.kernel.comm_relay import CommRelay
-
     kernel.comms = CommRelay(
         transport,
         supervisor,
@@ -63,17 +91,14 @@ async def serve(connection_file: str) -> int:
         current_parent=kernel.current_parent,
         debug=os.environ.get("WRAPPERKERNEL_COMM_DEBUG", "") not in ("", "0"),
     )
-
+    for frame in early_frames:
+        kernel.on_worker_frame(frame)
+    early_frames.clear()
     loop = asyncio.get_running_loop()
     install_interrupt_handler(loop, kernel)
-    tasks = [
-        asyncio.create_task(transport.serve("shell", kernel.on_shell)),
-        asyncio.create_task(transport.serve("control", kernel.on_control)),
-        asyncio.create_task(transport.serve("stdin", kernel.on_stdin)),
-        asyncio.create_task(transport.serve_subscriptions()),
-        asyncio.create_task(kernel.run_queue()),
-    ]
-    transport.publish("status", {"execution_state": "starting"}, parent=None)
+    tasks.append(asyncio.create_task(kernel.run_queue()))
+    await gate.open({"shell": kernel.on_shell, "control": kernel.on_control,
+                     "stdin": kernel.on_stdin})
     loop.call_later(PRELOAD_DELAY_S, lambda: loop.run_in_executor(None, kernel.preload_checker))
     await kernel.shutdown_event.wait()
     await supervisor.stop()

@@ -53,6 +53,17 @@ class Kernel:
         self.restart_requested = False
         self.comms: Any = None  # the comm relay; set by the composition root
         self.last_execute_header: dict[str, Any] = {}
+        # The dispatch table: only these message types reach a handler.
+        self.handlers = {
+            "kernel_info_request": self.on_kernel_info_request,
+            "comm_info_request": self.on_comm_info_request,
+            "is_complete_request": self.on_is_complete_request,
+            "interrupt_request": self.on_interrupt_request,
+            "shutdown_request": self.on_shutdown_request,
+            "comm_open": self.on_comm_open,
+            "comm_msg": self.on_comm_msg,
+            "comm_close": self.on_comm_close,
+        }
         self._is_complete_checker: Any = None
         self._checker_ready = threading.Event()
 
@@ -89,7 +100,7 @@ class Kernel:
                 return
             self.queue.put_nowait(job)
             return
-        handler = getattr(self, f"on_{msg_type}", None)
+        handler = self.handlers.get(msg_type)
         quiet = self.comms is not None and self.comms.is_quiet(request)
         if not quiet:
             self._status("busy", request)
@@ -328,8 +339,9 @@ class Kernel:
         elif isinstance(frame, frames.InputRequestFrame):
             self._input_request(frame)
         elif isinstance(frame, frames.ExecuteReplyFrame):
-            self.next_execution_count = frame.execution_count + 1
-            content = frame.model_dump(exclude={"type", "req"}, exclude_none=True)
+            self.next_execution_count = frame.next_execution_count
+            content = frame.model_dump(exclude={"type", "req", "next_execution_count"},
+                                       exclude_none=True)
             self._finish(frame.req, content)
         elif isinstance(frame, frames.ReplyFrame):
             self._finish(frame.req, frame.content)

@@ -18,9 +18,10 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from wrapperkernel.channel import frames
-from wrapperkernel.channel.framing import FrameDecoder, FramingError, encode
+if TYPE_CHECKING:
+    from wrapperkernel.channel import frames
 
 log = logging.getLogger("wrapperkernel.supervisor")
 
@@ -44,7 +45,7 @@ def describe_exit(returncode: int | None) -> str:
 class WorkerSupervisor:
     def __init__(
         self,
-        on_frame: Callable[[frames.WorkerToKernel], None],
+        on_frame: Callable[[Any], None],
         on_exit: Callable[[str], None],
         env: dict[str, str] | None = None,
     ) -> None:
@@ -83,6 +84,8 @@ class WorkerSupervisor:
 
     def send(self, frame: frames._Frame) -> None:
         """Queue ``frame`` for the worker; a dead worker's frames are discarded by restart."""
+        from wrapperkernel.channel.framing import encode
+
         if self._writer is None or self._writer.is_closing():
             log.warning("no worker to send a %s frame to", frame.type)
             return
@@ -95,6 +98,11 @@ class WorkerSupervisor:
     async def _read(
         self, reader: asyncio.StreamReader, process: asyncio.subprocess.Process, generation: int
     ) -> None:
+        # Imported here, not at the top: the kernel answers kernel_info before it pays
+        # for the pydantic models (see app.py).
+        from wrapperkernel.channel import frames
+        from wrapperkernel.channel.framing import FrameDecoder, FramingError
+
         decoder: FrameDecoder[frames.WorkerToKernel] = FrameDecoder(frames.WORKER_TO_KERNEL)
         reason = ""
         try:
@@ -122,7 +130,9 @@ class WorkerSupervisor:
         process = self._process
         if process is None or process.returncode is not None:
             return
-        self.send(frames.ShutdownFrame())
+        from wrapperkernel.channel.frames import ShutdownFrame
+
+        self.send(ShutdownFrame())
         try:
             await asyncio.wait_for(process.wait(), STOP_GRACE_S)
         except asyncio.TimeoutError:

@@ -6,7 +6,12 @@ the program and the page through the address channel (``wrapperkernel.comms``):
 - program -> page: setting ``.value`` sends the new value to the address;
 - page -> program (``Control`` only): the widget subscribes to its address when first
   displayed; the page's values arrive on the comms dispatcher thread, which updates
-  ``.value``, feeds ``changes()`` iterators and calls the observers, in that order.
+  ``.value``, feeds ``changes()`` iterators and calls the observers, in that order;
+- page events on ``.../<uuid>/page``: ``"bound"`` when a rendering of the widget binds to
+  the page client (the program answers with its current value on ``.../<uuid>/current``,
+  so the page catches up with values that raced the output, or after a reload);
+  ``"hold"`` / ``"release"`` around a drag or an input method composition, during which
+  the re-render for persistence waits (``_host``).
 
 Subclasses say how to check a value (``_check``: from the program, raises; ``_from_page``:
 from the page, raises ValueError for a value to ignore) and how to draw themselves
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 import traceback
 import uuid
 from collections import deque
@@ -36,6 +42,9 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 ADDRESS_PREFIX = "/wrapperkernel/widgets"
+# The page holds a control (a drag, an input method composing) at most this long: a
+# page that vanished mid-drag must not stop re-rendering for good.
+HOLD_MAX_S = 30.0
 
 
 class Widget:
@@ -60,6 +69,10 @@ class Widget:
         self._closed = False
         self._published: str | None = None  # the HTML last displayed
         self._send_failed = False
+        self._events_address = f"{ADDRESS_PREFIX}/{self._id}/page"
+        self._current_address = f"{ADDRESS_PREFIX}/{self._id}/current"
+        self._subscriptions: list[int] = []
+        self._held_until: float | None = None  # monotonic end of the page's hold
 
     # ------------------------------------------------------------------ public API
 
@@ -125,6 +138,10 @@ class Widget:
         """
         with self._lock:
             self._closed = True
+            self._held_until = None
+            subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            comms.unsubscribe(subscription)
 
     def _ipython_display_(self) -> None:
         self.display()
@@ -159,8 +176,32 @@ class Widget:
 
     # ------------------------------------------------------------------ internals
 
-    def _subscribes(self) -> bool:
-        return False
+    def _subscribe_page(self) -> None:
+        """Subscribe to what the page sends for this widget."""
+        self._subscriptions.append(comms.subscribe(self._events_address, self._on_page_event))
+
+    def _held(self) -> bool:
+        """True while the page holds the control: re-rendering now would disturb the user."""
+        with self._lock:
+            return self._held_until is not None and time.monotonic() < self._held_until
+
+    def _on_page_event(self, address: str, event: Any) -> None:
+        """A rendering bound, or the page grabbed or released the control; dispatcher thread."""
+        with self._lock:
+            if self._closed:
+                return
+            if event == "hold":
+                self._held_until = time.monotonic() + HOLD_MAX_S
+            elif event == "release":
+                self._held_until = None
+            value = self._value
+        if event == "bound":
+            self._send(value, self._current_address)
+        elif event == "release":
+            self._schedule()  # a re-render postponed by the hold may be due now
+
+    def _binding_config(self) -> dict[str, Any]:
+        return {"events_address": self._events_address, "current_address": self._current_address}
 
     def _connect(self) -> None:
         """Start the page client and subscribe, once; remember a failure per cell."""
@@ -176,9 +217,12 @@ class Widget:
             return  # a page did not connect earlier in this cell: do not wait again
         try:
             comms.start()
-            if self._subscribes():
-                self._subscription = comms.subscribe(self._address, self._on_page_value)
+            self._subscribe_page()
         except comms.CommsError as error:
+            with self._lock:  # a half-made subscription must not be made twice next time
+                subscriptions, self._subscriptions = self._subscriptions, []
+            for subscription in subscriptions:
+                comms.unsubscribe(subscription)
             if host is not None:
                 host.start_failed_in = host.execution_count
             _note(
@@ -188,9 +232,9 @@ class Widget:
             return
         self._live = True
 
-    def _send(self, value: Any) -> None:
+    def _send(self, value: Any, address: str | None = None) -> None:
         try:
-            comms.send(self._address, value)
+            comms.send(self._address if address is None else address, value)
         except comms.CommsError as error:
             if not self._send_failed:
                 _note(f"{self!r}: the page did not get the new value. {error}")
@@ -213,6 +257,7 @@ class Widget:
                 "address": self._address,
                 "kind": self._kind,
                 "value": self._value,
+                **self._binding_config(),
                 **self._config(),
             },
         )
@@ -249,7 +294,6 @@ class Control(Widget):
         super().__init__(value, label=label)
         self._observers: list[Observer] = []
         self._changes: list[Changes] = []
-        self._subscription: int | None = None
 
     def observe(self, callback: Observer) -> Observer:
         """Call ``callback(new_value)`` for every value the page sets; returns ``callback``.
@@ -288,17 +332,15 @@ class Control(Widget):
         return changes
 
     def close(self) -> None:
+        super().close()
         with self._lock:
-            self._closed = True
-            subscription, self._subscription = self._subscription, None
             changes, self._changes = self._changes, []
-        if subscription is not None:
-            comms.unsubscribe(subscription)
         for iterator in changes:
             iterator.close()
 
-    def _subscribes(self) -> bool:
-        return True
+    def _subscribe_page(self) -> None:
+        self._subscriptions.append(comms.subscribe(self._address, self._on_page_value))
+        super()._subscribe_page()
 
     def _from_page(self, value: Any) -> Any:
         """A value the page sent, as this widget holds it; ValueError to ignore it."""

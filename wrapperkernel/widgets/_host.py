@@ -6,7 +6,9 @@ through ``update_display_data`` on its ``display_id``, for the saved notebook to
 Re-rendering replaces the widget's DOM, so it is not done on every slider step: a widget
 is re-rendered once its value has been still for ``RERENDER_DEBOUNCE_S``, and every
 changed widget right after each cell (IPython's ``post_execute`` event, which runs
-before the cell's reply, so the update is parented to that cell).
+before the cell's reply, so the update is parented to that cell). While the page holds a
+control (pointer down on a slider, an input method composing text), its re-render waits
+for the release, since replacing the DOM would end the drag.
 
 One ``WidgetHost`` per shell, kept on the shell as ``wrapperkernel_widgets`` (like the
 comms runtime): a restarted worker gets a fresh one, and nothing here is module state.
@@ -74,12 +76,21 @@ class WidgetHost:
             self._lock.notify()
 
     def flush(self) -> None:
-        """Re-render every widget with a pending change now (the ``post_execute`` hook)."""
+        """Re-render every widget with a pending change now (the ``post_execute`` hook).
+
+        A widget the page holds (a slider being dragged) waits for its release instead.
+        """
         with self._lock:
             widgets = list(self._due)
             self._due.clear()
         for widget in widgets:
-            _rerender(widget)
+            self._rerender_or_wait(widget)
+
+    def _rerender_or_wait(self, widget: Widget) -> None:
+        if widget._held():
+            self.schedule(widget)  # checked again after the debounce time, and on release
+            return
+        _rerender(widget)
 
     def _run(self) -> None:
         while True:
@@ -94,7 +105,7 @@ class WidgetHost:
                 for widget in ready:
                     del self._due[widget]
             for widget in ready:
-                _rerender(widget)
+                self._rerender_or_wait(widget)
 
 
 def _rerender(widget: Widget) -> None:

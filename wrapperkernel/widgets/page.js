@@ -1,18 +1,26 @@
 /*
- * wrapperkernel.widgets, page side: binds one rendered widget to wrapperkernel_comm.
+ * wrapperkernel.widgets, page side: binds rendered widgets to wrapperkernel_comm.
  *
- * Every widget output carries this file in its <script>, followed by
+ * Every widget output carries this file in its script element, followed by
  * globalThis.wrapperkernel_widgets.bind(document.currentScript, config). The first copy
  * to run installs globalThis.wrapperkernel_widgets; later copies of the same or an
- * older version leave it alone. config: {id, address, kind, value, ...kind options}.
+ * older version leave it alone.
+ *   config: {id, address, events_address, current_address, kind, value, ...kind options}
  *
- * A widget's value lives in the page client's synced variable for its address
- * (wrapperkernel_comm.newSyncedVariable): the control sets it on input (page -> program),
- * the program's values update it (program -> page), and every rendering of the widget
- * on the page subscribes to it. The program re-renders the output now and then, so the
- * saved notebook holds the current value (docs/widgets.md, "Persistence"); the new
- * rendering takes over the synced variable and, when the old control had the keyboard
- * focus, the focus and the text selection.
+ * One entry per widget address holds the page's value and the widget's renderings on
+ * this page (a widget displayed twice, or re-rendered by the program for persistence).
+ *   page -> program: an input event sets the entry and sends the value to `address`.
+ *   program -> page: values on `address` set the entry.
+ *   catching up: a rendering that binds sends "bound" to `events_address`; the program
+ *     answers with its current value on `current_address`. The answer is applied only if
+ *     the user changed nothing in between, so a keystroke is never undone. This covers
+ *     values that raced the output (they travel on another websocket than the output) and
+ *     a reloaded page, whose outputs show the state saved with the notebook.
+ *   holding: "hold" / "release" on `events_address` while the pointer holds the control or
+ *     an input method composes; the program then postpones re-rendering (which replaces
+ *     the DOM and would end the drag).
+ * A re-rendering replaces the DOM; when the old control had the keyboard focus, the new
+ * one takes over the focus and the text selection.
  *
  * Must never: throw when the page client is missing (a reopened notebook without a
  * kernel shows the saved state, and binds once a client appears); treat 0, false or ""
@@ -21,64 +29,30 @@
 (function () {
   "use strict";
 
-  const VERSION = 1;
-  const POLL_MS = 500; // how often an unbound widget looks for the page client
+  const VERSION = 2;
+  const POLL_MS = 500; // how often unbound renderings look for the page client
 
   const g = globalThis;
   if (g.wrapperkernel_widgets !== undefined && g.wrapperkernel_widgets.version >= VERSION) {
     return;
   }
 
-  // The control that last had the keyboard focus, kept while a re-render replaces it.
-  const focus = { widget: null, control: null, start: null, end: null };
-
-  function rememberFocus(widgetId, control) {
-    focus.widget = widgetId;
-    focus.control = control;
-    focus.start = null;
-    focus.end = null;
-    try {
-      if (typeof control.selectionStart === "number") {
-        focus.start = control.selectionStart;
-        focus.end = control.selectionEnd;
-      }
-    } catch (err) {
-      // inputs without a text selection (range, checkbox) may throw: nothing to keep
-    }
-  }
-
-  // Called when a new rendering of `widgetId` binds: if the previous control of this
-  // widget had the focus and was removed by the re-render, the new one takes it over.
-  function restoreFocus(widgetId, root, control) {
-    if (focus.widget !== widgetId || focus.control === null || focus.control.isConnected) return;
-    const active = document.activeElement;
-    const lost = active === null || active === document.body || !active.isConnected || active.contains(root);
-    if (!lost) return;
-    control.focus({ preventScroll: true });
-    if (focus.start !== null) {
-      try {
-        control.setSelectionRange(focus.start, focus.end);
-      } catch (err) {
-        // the control has no text selection
-      }
-    }
-    focus.control = control;
+  function isNumber(x) {
+    return typeof x === "number" && Number.isFinite(x);
   }
 
   function sameJson(a, b) {
     return JSON.stringify(a) === JSON.stringify(b);
   }
 
-  function isNumber(x) {
-    return typeof x === "number" && Number.isFinite(x);
-  }
-
   function formatNumber(value, decimals) {
     return isNumber(decimals) ? value.toFixed(decimals) : String(value);
   }
 
-  // One view per widget kind: which DOM events carry page input, how to read the value
-  // from the control (undefined: nothing to send), how to show a value.
+  // ------------------------------------------------------------------ views
+
+  // One view per widget kind: the DOM events that carry page input, how to read the
+  // value from the control (undefined: nothing to send), how to show a value.
   const VIEWS = {
     slider: {
       events: ["input"],
@@ -98,7 +72,7 @@
         return parts.control.checked;
       },
       show(parts, value) {
-        parts.control.checked = value === true;
+        if (typeof value === "boolean") parts.control.checked = value;
       },
     },
     text: {
@@ -149,6 +123,136 @@
     },
   };
 
+  // ------------------------------------------------------------------ entries
+
+  const entries = new Map(); // address -> entry
+  const unbound = new Set(); // renderings waiting for the page client
+  let pollTimer = null;
+
+  function entryFor(config) {
+    let entry = entries.get(config.address);
+    if (entry === undefined) {
+      entry = {
+        address: config.address,
+        value: config.value,
+        renderings: new Set(),
+        inputs: 0, // how many times the user changed the value on this page
+        askedAt: -1, // `inputs` when "bound" was last sent; -1: no answer expected
+        kernelId: null, // the kernel whose page client holds this entry's subscriptions
+      };
+      entries.set(config.address, entry);
+    }
+    return entry;
+  }
+
+  // The entry's value changed: show it in every rendering still on the page. A
+  // rendering that was removed while a newer one of the same widget is on the page is
+  // dropped; one detached by the notebook's windowing (no newer one) stays: it returns.
+  function showAll(entry) {
+    for (const rendering of Array.from(entry.renderings)) {
+      if (rendering.replaced()) {
+        entry.renderings.delete(rendering);
+        continue;
+      }
+      rendering.show(entry.value);
+    }
+  }
+
+  // The page client, unless there is none or it is closed (the kernel installs a new
+  // one when the program next uses the channel; until then, values would be dropped).
+  function currentComm() {
+    const comm = g.wrapperkernel_comm;
+    if (comm === undefined || comm === null || typeof comm.subscribe !== "function") return null;
+    return comm.state === "closed" ? null : comm;
+  }
+
+  // Subscribes the entry's addresses once per page client registry. The client keeps its
+  // subscriptions when the kernel reinstalls it for the same kernel id.
+  function connectEntry(entry, comm, config) {
+    if (entry.kernelId === comm.kernelId) return;
+    entry.kernelId = comm.kernelId;
+    comm.subscribe(config.address, (address, value) => {
+      entry.value = value;
+      showAll(entry);
+    });
+    comm.subscribe(config.current_address, (address, value) => {
+      if (entry.askedAt !== entry.inputs) return; // the user changed it since: keep theirs
+      entry.askedAt = -1;
+      entry.value = value;
+      showAll(entry);
+    });
+  }
+
+  function bindToComm(rendering, comm) {
+    rendering.bound = true;
+    rendering.entry.askedAt = rendering.entry.inputs;
+    send(rendering, comm, rendering.config.events_address, "bound");
+  }
+
+  // Sends through the current page client: the kernel may have replaced the one this
+  // rendering bound to (stale connection, server restart).
+  function send(rendering, comm, address, value) {
+    if (!rendering.bound || comm === null) return;
+    connectEntry(rendering.entry, comm, rendering.config);
+    comm.send(address, value);
+  }
+
+  function pollForComm() {
+    const comm = currentComm();
+    if (comm !== null) {
+      for (const rendering of Array.from(unbound)) {
+        unbound.delete(rendering);
+        if (!rendering.replaced()) bindToComm(rendering, comm);
+      }
+    }
+    if (unbound.size === 0 && pollTimer !== null) {
+      clearInterval(pollTimer);
+      pollTimer = null;
+    }
+  }
+
+  // ------------------------------------------------------------------ focus
+
+  // The control that last had the keyboard focus, kept while a re-render replaces it.
+  const focus = { widget: null, control: null, start: null, end: null };
+
+  function rememberFocus(widgetId, control) {
+    focus.widget = widgetId;
+    focus.control = control;
+    focus.start = null;
+    focus.end = null;
+    try {
+      if (typeof control.selectionStart === "number") {
+        focus.start = control.selectionStart;
+        focus.end = control.selectionEnd;
+      }
+    } catch (err) {
+      // inputs without a text selection (range, checkbox) may throw: nothing to keep
+    }
+  }
+
+  // If the previous control of this widget had the focus and the re-render removed it,
+  // the new control takes the focus over, unless the user has moved on.
+  function restoreFocus(widgetId, root, control) {
+    if (focus.widget !== widgetId || focus.control === null || focus.control.isConnected) return;
+    const active = document.activeElement;
+    const lost = active === null || active === document.body || !active.isConnected || active.contains(root);
+    if (!lost) return;
+    const start = focus.start; // focus() below fires "focus", which records anew
+    const end = focus.end;
+    control.focus({ preventScroll: true });
+    if (start !== null) {
+      try {
+        control.setSelectionRange(start, end);
+      } catch (err) {
+        // the control has no text selection
+      }
+    }
+    rememberFocus(widgetId, control);
+  }
+
+  // ------------------------------------------------------------------ binding
+
   // Displaying a widget twice, or re-rendering it, may put the same ids on the page
   // twice; <label for> must still name this rendering's control.
   function makeIdUnique(root, control) {
@@ -172,32 +276,47 @@
     if (parts.control === null) return;
     makeIdUnique(root, parts.control);
 
-    let variable = null; // the synced variable, once the page client is there
-    let local = config.value; // the value while no page client is there
-
-    const current = () => (variable !== null ? variable.get() : local);
-    const show = (value) => {
-      if (value !== undefined) view.show(parts, value, config);
+    const entry = entryFor(config);
+    const rendering = {
+      entry: entry,
+      config: config,
+      bound: false,
+      show(value) {
+        if (value !== undefined) view.show(parts, value, config);
+      },
+      replaced() {
+        return !root.isConnected && document.querySelector(`[data-wk-widget="${config.id}"]`) !== null;
+      },
     };
-    // True once a newer rendering of this widget is on the page and this one is not:
-    // then this rendering stops listening. (A rendering detached by the notebook's
-    // windowing, with no newer one, keeps listening: it comes back.)
-    const replaced = () =>
-      !root.isConnected && document.querySelector(`[data-wk-widget="${config.id}"]`) !== null;
+    entry.renderings.add(rendering);
+    // A widget already on this page keeps the page's value: it may hold input the
+    // program has not seen yet. The program's answer to "bound" settles the rest.
+    rendering.show(entry.value);
 
+    const event = (name) => send(rendering, currentComm(), config.events_address, name);
     for (const type of view.events) {
       parts.control.addEventListener(type, () => {
-        const value = view.read(parts, config, current());
+        const value = view.read(parts, config, entry.value);
         if (value === undefined) return;
         rememberFocus(config.id, parts.control);
-        if (variable !== null) {
-          variable.set(value); // notifies the subscription below, sends to the program
-        } else {
-          local = value;
-          show(value);
-        }
+        entry.value = value;
+        entry.inputs += 1;
+        showAll(entry);
+        send(rendering, currentComm(), config.address, value);
       });
     }
+    parts.control.addEventListener("pointerdown", () => {
+      event("hold");
+      const release = () => {
+        g.removeEventListener("pointerup", release, true);
+        g.removeEventListener("pointercancel", release, true);
+        event("release");
+      };
+      g.addEventListener("pointerup", release, true);
+      g.addEventListener("pointercancel", release, true);
+    });
+    parts.control.addEventListener("compositionstart", () => event("hold"));
+    parts.control.addEventListener("compositionend", () => event("release"));
     for (const type of ["focus", "keyup", "pointerup", "select"]) {
       parts.control.addEventListener(type, () => rememberFocus(config.id, parts.control));
     }
@@ -208,29 +327,12 @@
       }, 0);
     });
 
-    function connect() {
-      const comm = g.wrapperkernel_comm;
-      if (comm === undefined || comm === null || typeof comm.newSyncedVariable !== "function") {
-        return false;
-      }
-      // One variable per address: a re-rendering gets the existing one, whose value is
-      // at least as new as the value this HTML was rendered with.
-      variable = comm.newSyncedVariable(config.address, local);
-      const id = variable.subscribe((address, value) => {
-        if (replaced()) {
-          variable.unsubscribe(id);
-          return;
-        }
-        show(value);
-      });
-      show(variable.get());
-      return true;
-    }
-
-    if (!connect()) {
-      const timer = setInterval(() => {
-        if (replaced() || connect()) clearInterval(timer);
-      }, POLL_MS);
+    const comm = currentComm();
+    if (comm !== null) {
+      bindToComm(rendering, comm);
+    } else {
+      unbound.add(rendering);
+      if (pollTimer === null) pollTimer = setInterval(pollForComm, POLL_MS);
     }
     restoreFocus(config.id, root, parts.control);
   }

@@ -96,10 +96,15 @@ class Transport:
                 # Bad or duplicate signature, too few frames, no delimiter, bad JSON.
                 log.warning("dropped a message on %s: %s", channel, error)
                 continue
-            if not isinstance(msg.get("header"), dict) or not isinstance(msg.get("content"), dict):
-                log.warning("dropped a message on %s: header or content is not an object", channel)
+            problem = _header_problem(msg)
+            if problem:
+                log.warning("dropped a message on %s: %s", channel, problem)
                 continue
-            await handler(Incoming(channel, idents, msg))
+            try:
+                await handler(Incoming(channel, idents, msg))
+            except Exception:  # noqa: BLE001 - the one catch-all of this loop: log, serve on
+                log.exception("handling %s (msg_id %s) on %s failed", msg["header"]["msg_type"],
+                              msg["header"].get("msg_id"), channel)
 
     async def serve_subscriptions(self) -> None:
         """Answer each IOPub subscription with ``iopub_welcome`` (JEP 65)."""
@@ -147,6 +152,20 @@ class Transport:
         for sock in self._sockets.values():
             sock.close(linger=500)
         self._context.term()
+
+
+def _header_problem(msg: dict[str, Any]) -> str:
+    """Why ``msg`` cannot be handled at all (no reply can even be addressed), or ''."""
+    header = msg.get("header")
+    if not isinstance(header, dict) or not isinstance(msg.get("content"), dict):
+        return "header or content is not an object"
+    if not isinstance(header.get("msg_type"), str) or not header["msg_type"]:
+        return f"header.msg_type is {header.get('msg_type')!r}, not a message type name"
+    if not isinstance(header.get("msg_id", ""), str):
+        return f"header.msg_id is {header.get('msg_id')!r}, not a string"
+    if not isinstance(msg.get("parent_header"), dict):
+        msg["parent_header"] = {}
+    return ""
 
 
 def _echo(sock: zmq.Socket) -> None:

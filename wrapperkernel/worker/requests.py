@@ -6,6 +6,7 @@ in ``on_execute``; completion, inspection and history read the shell's state.
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 from wrapperkernel.channel import frames
@@ -16,10 +17,35 @@ class RequestRunner:
     def __init__(self, shell: WorkerShell, context: CellContext) -> None:
         self.shell = shell
         self.context = context
+        self._handlers = {
+            "execute": self.on_execute,
+            "complete": self.on_complete,
+            "inspect": self.on_inspect,
+            "history": self.on_history,
+        }
 
     def run(self, job: frames.KernelToWorker) -> None:
-        handler = getattr(self, f"on_{job.type}")
-        handler(job)
+        handler = self._handlers[job.type]
+        try:
+            handler(job)
+        except Exception as error:  # noqa: BLE001 - the one catch-all of the worker's loop
+            # A bug or a bad argument in completion, inspection or history must cost an
+            # error reply, never the user's namespace.
+            self._fail(job, error)
+
+    def _fail(self, job: frames.KernelToWorker, error: Exception) -> None:
+        ename, evalue = type(error).__name__, str(error)
+        stb = traceback.format_exception(error)
+        self.context.output.flush()
+        if isinstance(job, frames.ExecuteFrame):
+            self.context.emit(frames.ExecuteReplyFrame(
+                req=job.req, status="error", execution_count=self.shell.execution_count - 1,
+                next_execution_count=self.shell.execution_count,
+                ename=ename, evalue=evalue, traceback=stb,
+            ))
+        else:
+            content = {"status": "error", "ename": ename, "evalue": evalue, "traceback": stb}
+            self.context.send(frames.ReplyFrame(req=job.req, content=content))
 
     def on_execute(self, job: frames.ExecuteFrame) -> None:
         context = self.context
@@ -43,12 +69,14 @@ class RequestRunner:
         payload = shell.payload_manager.read_payload()
         shell.payload_manager.clear_payload()
         context.flush_output()
-        count = shell.execution_count - 1 if job.store_history else shell.execution_count
+        # As ipykernel does: the number of the last recorded cell (this one, if recorded).
+        count = shell.execution_count - 1
         if result is not None and result.success:
             reply = frames.ExecuteReplyFrame(
                 req=job.req,
                 status="ok",
                 execution_count=count,
+                next_execution_count=shell.execution_count,
                 user_expressions=user_expressions,
                 payload=payload,
             )
@@ -58,6 +86,7 @@ class RequestRunner:
                 req=job.req,
                 status="error",
                 execution_count=count,
+                next_execution_count=shell.execution_count,
                 user_expressions=user_expressions,
                 payload=payload,
                 ename=ename,
