@@ -123,9 +123,10 @@ class KernelConnection:
         while not done(bucket):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                types = [msg["msg_type"] for msg in bucket]
                 raise AssertionError(
                     f"no {what or 'answer'} on {channel} for {parent_id} within {timeout} s; "
-                    f"got {[msg['msg_type'] for msg in bucket]}"
+                    f"got {len(types)} messages: {types[:5]}{' ...' if len(types) > 5 else ''}"
                 )
             self._pump(channel, min(remaining, POLL_S))
         return bucket

@@ -72,7 +72,9 @@ async def serve(connection_file: str) -> int:
         for channel in ("shell", "control", "stdin")
     ]
     tasks.append(asyncio.create_task(transport.serve_subscriptions()))
-    transport.publish("status", {"execution_state": "starting"}, parent=None)
+    # No "starting" status here: a client subscribing right now could see it before its
+    # iopub_welcome (zmq routes to a subscriber before we read its subscription), and
+    # Jupyter Server tracks the starting state itself.
     try:
         await asyncio.wait_for(gate.answered.wait(), FIRST_KERNEL_INFO_WAIT_S)
     except asyncio.TimeoutError:
