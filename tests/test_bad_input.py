@@ -96,7 +96,7 @@ def raw(kernel: KernelConnection) -> Iterator[RawShell]:
 
 @pytest.fixture
 def own_kernel(kernel_env: object) -> Iterator[KernelConnection]:
-    """A kernel for one test that may leave it unable to serve (the xfail tests)."""
+    """A kernel for one test whose input might leave it unable to serve."""
     with running_kernel() as connection:
         yield connection
 
@@ -192,11 +192,6 @@ def test_partial_header_is_answered_with_a_complete_one(raw: RawShell) -> None:
         assert reply["header"].get(field), field
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a message that ends right after the <IDS|MSG> delimiter makes "
-    "Session.deserialize raise IndexError (msg_list[0]), which Transport.serve does not "
-    "catch (only ValueError, TypeError, KeyError): the shell loop task dies and no shell "
-    "request is answered any more"))
 @pytest.mark.parametrize("frames", [[DELIM], [b"identity", DELIM]], ids=["alone", "after-ident"])
 def test_message_ending_at_the_delimiter_does_not_stop_the_kernel(
     own_kernel: KernelConnection, frames: list[bytes]

@@ -74,12 +74,6 @@ def first_iopub_message_type(info: dict) -> str:
         sock.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a client that subscribes while the kernel publishes gets other IOPub messages "
-    "before its iopub_welcome: Transport.serve_subscriptions answers the XPUB subscription "
-    "event in its own asyncio task, but zmq delivers every publish to the new subscriber "
-    "from the moment the subscription arrives. At startup the same race puts the "
-    "'starting' status first and makes IopubWelcomeTests above fail now and then"))
 def test_iopub_welcome_is_the_first_message_of_a_client_joining_mid_output(
     kernel: KernelConnection,
 ) -> None:

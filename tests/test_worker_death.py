@@ -22,8 +22,8 @@ DEATHS = [
 
 @pytest.fixture
 def own_kernel(kernel_env: object) -> Iterator[KernelConnection]:
-    """A kernel for one test: after a worker death the kernel may not be usable (see the
-    xfail tests below), and no other test should pay for that."""
+    """A kernel for one test: each death test starts from a kernel of its own, so a
+    regression in recovery cannot spill into other tests."""
     with running_kernel() as connection:
         yield connection
 
@@ -47,17 +47,7 @@ def test_worker_death_is_a_cell_error_saying_what_happened(
     assert LOST in shown[0]["evalue"]
 
 
-QUEUE_LOST = (
-    "bug: after the worker dies, the kernel replies at once (Kernel.on_worker_exit -> "
-    "_complete) while WorkerSupervisor._read only then starts the new worker; the next "
-    "request's frame is written to the dead worker's StreamWriter (self._writer is not "
-    "cleared before on_exit, and start() replaces it only after awaiting the subprocess), "
-    "so it is lost: that request never gets a reply and the queue is stuck for good"
-)
-
-
 # Not strict: the reply races the new worker's start; most runs lose the next cell.
-@pytest.mark.xfail(strict=False, reason=QUEUE_LOST)
 def test_next_cell_runs_on_a_fresh_worker(own_kernel: KernelConnection) -> None:
     assert own_kernel.run("doomed = 'set before the crash'").status == "ok"
     assert own_kernel.run("import os; os._exit(3)").content["ename"] == "WorkerDied"
@@ -73,7 +63,6 @@ def test_next_cell_runs_on_a_fresh_worker(own_kernel: KernelConnection) -> None:
     assert "doomed" in gone.content["evalue"]
 
 
-@pytest.mark.xfail(strict=True, reason=QUEUE_LOST)
 def test_requests_queued_behind_a_dying_cell_are_answered(own_kernel: KernelConnection) -> None:
     crash = own_kernel.execute("import os; os._exit(3)", stop_on_error=False)
     completion = own_kernel.send("complete_request", {"code": "zi", "cursor_pos": 2})

@@ -57,6 +57,9 @@ class WorkerSupervisor:
         self._watch: asyncio.Task | None = None
         self._stopping = False
         self.generation = 0
+        # Frames for the next worker, sent while the previous one is gone and the new one
+        # is not started yet (requests queued behind a crashed cell).
+        self._held: list[bytes] = []
 
     @property
     def pid(self) -> int | None:
@@ -79,6 +82,9 @@ class WorkerSupervisor:
         finally:
             worker_end.close()
         reader, self._writer = await asyncio.open_connection(sock=kernel_end)
+        for data in self._held:
+            self._writer.write(data)
+        self._held.clear()
         self.generation += 1
         self._watch = asyncio.create_task(self._read(reader, self._process, self.generation))
 
@@ -87,7 +93,7 @@ class WorkerSupervisor:
         from wrapperkernel.channel.framing import encode
 
         if self._writer is None or self._writer.is_closing():
-            log.warning("no worker to send a %s frame to", frame.type)
+            self._held.append(encode(frame))
             return
         self._writer.write(encode(frame))
 
@@ -119,6 +125,10 @@ class WorkerSupervisor:
             _kill(process)
         except ConnectionError as error:
             reason = f"the channel to the worker broke ({error})"
+        if generation == self.generation and self._writer is not None:
+            # From now on, frames wait for the next worker instead of the dead one.
+            self._writer.close()
+            self._writer = None
         returncode = await _wait(process)
         if self._stopping or generation != self.generation:
             return

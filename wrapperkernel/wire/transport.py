@@ -71,7 +71,10 @@ class Transport:
             sock = self._context.socket(kind)
             sock.linger = 1000
             if kind == zmq.XPUB:
-                sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+                # Manual mode: a subscription takes effect only when serve_subscriptions
+                # applies it, right before it sends that subscriber's iopub_welcome, so
+                # nothing published can reach a new subscriber ahead of its welcome.
+                sock.setsockopt(zmq.XPUB_MANUAL, 1)
                 # Never drop output at the kernel: a slow client is the client's business.
                 sock.sndhwm = 0
             if kind == zmq.ROUTER:
@@ -92,7 +95,7 @@ class Transport:
             try:
                 idents, parts = self.session.feed_identities(frames, copy=True)
                 msg = self.session.deserialize(parts, content=True, copy=True)
-            except (ValueError, TypeError, KeyError) as error:
+            except (ValueError, TypeError, KeyError, IndexError) as error:
                 # Bad or duplicate signature, too few frames, no delimiter, bad JSON.
                 log.warning("dropped a message on %s: %s", channel, error)
                 continue
@@ -113,8 +116,11 @@ class Transport:
             frames = await sock.recv_multipart()
             event = frames[0]
             if event[:1] == b"\x01":
+                sock.setsockopt(zmq.SUBSCRIBE, event[1:])
                 topic = event[1:].decode("utf-8", "replace")
                 self.publish("iopub_welcome", {"subscription": topic}, parent=None)
+            elif event[:1] == b"\x00":
+                sock.setsockopt(zmq.UNSUBSCRIBE, event[1:])
 
     def send(
         self,
