@@ -1,7 +1,8 @@
 """The composition root of the kernel process: builds the objects and wires them.
 
-Order matters for startup time: the worker is spawned first, so that IPython loads in
-the worker while the kernel binds its sockets and can answer ``kernel_info`` already.
+Order matters for startup time: the sockets are bound and the first kernel_info is
+answered before the worker is spawned (on two cores the worker would compete with the
+kernel's own imports), and before the rest of the kernel is imported.
 """
 
 from __future__ import annotations
@@ -54,8 +55,6 @@ async def serve(connection_file: str) -> int:
             log.error("%s before the kernel finished starting; starting a new one", reason)
 
     supervisor = WorkerSupervisor(on_frame=on_frame, on_exit=on_exit)
-    # First the worker, so that IPython loads there while this process gets ready.
-    await supervisor.start()
 
     Session = import_session_class()
     session = Session(
@@ -79,6 +78,9 @@ async def serve(connection_file: str) -> int:
         await asyncio.wait_for(gate.answered.wait(), FIRST_KERNEL_INFO_WAIT_S)
     except asyncio.TimeoutError:
         log.debug("no kernel_info_request yet; loading the kernel anyway")
+    # Now the worker: started earlier, it would compete for the CPU with the imports
+    # above on a two-core machine and delay the first answer.
+    await supervisor.start()
 
     # The rest of the kernel: request handlers, frames, the comm machinery.
     from wrapperkernel.kernel.comm_relay import CommRelay
