@@ -43,3 +43,17 @@ def test_a_missing_port_and_bad_json_are_clear_errors(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(ConnectionFileError, match="cannot read connection file"):
         ConnectionInfo.load(path)
+
+
+def test_comm_timeouts_come_from_the_environment() -> None:
+    from wrapperkernel.kernel.app import comm_timings_from_environment
+
+    timings = comm_timings_from_environment({
+        "WRAPPERKERNEL_WAIT_FOR_CONNECTION_S": "10",
+        "WRAPPERKERNEL_HEARTBEAT_TIMEOUT_S": "0.25",
+        "WRAPPERKERNEL_READ_TIMEOUT_S": "not a number",
+    })
+    assert timings.wait_for_connection_s == 10.0
+    assert timings.heartbeat_timeout_s == 0.25
+    assert timings.read_timeout_s == 3.0  # the bad value is ignored, the default stays
+    assert timings.heartbeat_request_threshold_s == 1.0

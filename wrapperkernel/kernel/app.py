@@ -29,6 +29,36 @@ PRELOAD_DELAY_S = 0.5
 FIRST_KERNEL_INFO_WAIT_S = 0.2
 
 
+TIMING_VARIABLES = {
+    "WRAPPERKERNEL_WAIT_FOR_CONNECTION_S": "wait_for_connection_s",
+    "WRAPPERKERNEL_HEARTBEAT_REQUEST_THRESHOLD_S": "heartbeat_request_threshold_s",
+    "WRAPPERKERNEL_HEARTBEAT_TIMEOUT_S": "heartbeat_timeout_s",
+    "WRAPPERKERNEL_READ_TIMEOUT_S": "read_timeout_s",
+}
+
+
+def comm_timings_from_environment(environ: dict[str, str]) -> object:
+    """The address channel's timeouts, each overridable by an environment variable
+    (set them in the kernelspec's ``env``); a value that is not a positive number is
+    reported and ignored."""
+    from wrapperkernel.comm.core import CommTimings
+
+    overrides: dict[str, float] = {}
+    for variable, field in TIMING_VARIABLES.items():
+        text = environ.get(variable)
+        if text is None:
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if value > 0:
+            overrides[field] = value
+        else:
+            log.warning("ignored %s=%r: expected a positive number of seconds", variable, text)
+    return CommTimings(**overrides)
+
+
 def kernel_id_from_connection_file(path: str) -> str:
     """Jupyter Server names connection files ``kernel-<kernel_id>.json``."""
     name = os.path.basename(path)
@@ -93,6 +123,7 @@ async def serve(connection_file: str) -> int:
         supervisor,
         kernel_id=kernel_id_from_connection_file(connection_file),
         current_parent=kernel.current_parent,
+        timings=comm_timings_from_environment(dict(os.environ)),
         debug=os.environ.get("WRAPPERKERNEL_COMM_DEBUG", "") not in ("", "0"),
     )
     for frame in early_frames:

@@ -46,8 +46,9 @@ class CommRelay:
         self.current_parent = current_parent
         self.debug = debug
         self.clock = clock
+        self.timings = timings if timings is not None else c.CommTimings()
         self.core = c.CommCore(kernel_id, new_id=lambda: f"wrapperkernel-comm-{uuid.uuid4().hex}",
-                               timings=timings)
+                               timings=self.timings)
         self.outbox = Outbox()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
@@ -183,7 +184,8 @@ class CommRelay:
         elif isinstance(action, c.PublishInstallScript):
             parent = self.current_parent()
             self._install_parents[action.display_id] = parent
-            html = render_install_html(self.kernel_id, debug=self.debug)
+            html = render_install_html(self.kernel_id, debug=self.debug,
+                                       heartbeat_timeout_s=self.timings.heartbeat_timeout_s)
             self.transport.publish("display_data", {
                 "data": {"text/html": html,
                          "text/plain": "(wrapperkernel: connecting the page to the kernel)"},
