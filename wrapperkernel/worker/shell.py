@@ -107,12 +107,29 @@ class FrameDisplayHook(DisplayHook):
         self._data = {}
 
 
+class ParentOfRequests:
+    """What ``get_ipython().kernel`` offers in the worker: only the request being served.
+
+    ipywidgets' ``Output`` widget asks ``kernel.get_parent()`` for the running request's
+    msg_id, so that the frontend captures that request's output into the widget (and
+    ``interact`` shows its results there). Nothing else of ipykernel's Kernel exists here.
+    """
+
+    def __init__(self, context: CellContext) -> None:
+        self._context = context
+
+    def get_parent(self, channel: str = "shell") -> dict[str, Any]:
+        req = self._context.req
+        return {"header": {"msg_id": req, "msg_type": "execute_request"}} if req else {}
+
+
 class WorkerShell(InteractiveShell):
     displayhook_class = Type(FrameDisplayHook)
     display_pub_class = Type(FrameDisplayPublisher)
 
     def init_context(self, context: CellContext) -> None:
         self.cell_context = context
+        self.kernel = ParentOfRequests(context)
         self.displayhook.context = context
         self.display_pub.context = context
         from IPython.core import page, payloadpage
