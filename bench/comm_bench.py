@@ -518,6 +518,15 @@ class Run:
                 base += 1
                 self.guard(name, "IntSlider update -> next cell",
                            lambda name=name, base=base: self._islider_next_cell(name, base))
+        stale = self.facts.get(f"{K}_islider_next_cell_stale")
+        if stale:
+            self.finding(
+                f"`{K}`: ordering — an ipywidgets `update` comm_msg sent on the shell channel just "
+                f"before an `execute_request` was not yet applied when that cell ran in "
+                f"{len(stale)} of {a.idle_widget_n} tries ({stale[:3]}). The relayed comm_msg goes "
+                "kernel → worker reader thread → comm dispatcher thread while the cell runs on the "
+                "main thread, so nothing orders them; ipykernel handles shell messages in order "
+                f"({len(self.facts.get(f'{B}_islider_next_cell_stale', []))} stale reads there).")
 
     def _slider(self, fn: str, n: int, base: int) -> list[float]:
         page, nbk = self.page, self.nb[K]
@@ -758,7 +767,14 @@ def render(run: Run, meta: dict[str, Any]) -> str:
     tp_row("wrapperkernel: page → program, one value per comm_msg", f"k_page_to_prog_b1_{a.tp_in}")
     tp_row("wrapperkernel: client → kernel, relayed comm_msgs", f"k_relay_from_client_{a.tp_in}")
     tp_row("ipykernel: client → kernel, comm_msgs", f"b_comm_from_client_{a.tp_in}")
-    out += ["### Throughput", ""]
+    out += ["### Throughput", "",
+            "No Jupyter Server here. Behind one, IOPub traffic above 1000 msg/s "
+            "(`iopub_msg_rate_limit`) would be dropped by the server: the address channel paces "
+            "itself under that (at most 500 msg/s, up to 1000 values per message); ipykernel's "
+            "`comm.send` and wrapperkernel's relayed comms are not paced. \"lost\" counts "
+            "messages that never reached this client (it reads on its own thread with an "
+            "unlimited receive queue; the kernel's PUB socket keeps zmq's default high-water "
+            "mark of 1000 and drops when the client falls behind).", ""]
     out += report._table(["path", "N", "reps", "median rate", "elapsed (min–max)", "delivery"], tp_rows)
     flood = [r for n in a.tp_sizes for r in T.get(f"k_prog_to_page_{n}", [])]
     if flood:

@@ -30,8 +30,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from wrapperkernel import comms
@@ -39,7 +38,7 @@ from wrapperkernel.widgets import _html
 from wrapperkernel.widgets._host import WidgetHost
 
 if TYPE_CHECKING:
-    from types import TracebackType
+    pass
 
 ADDRESS_PREFIX = "/wrapperkernel/widgets"
 # The page holds a control (a drag, an input method composing) at most this long: a
@@ -386,80 +385,24 @@ class Control(Widget):
                 self._changes.remove(changes)
 
 
-class Changes:
+class Changes(comms.Listener):
     """The values the page sets on one widget, in arrival order; made by ``changes()``.
 
-    Iterating blocks until the next value and ends once the iterator is closed (from any
-    thread) or its widget is closed. ``get(timeout)`` takes one value or raises
-    ``TimeoutError``. As a context manager it closes itself on exit. Values are fed on
-    the dispatcher thread right after ``.value`` is updated, so while the loop body
-    runs, ``widget.value`` is the yielded value or a newer one. Waits are interruptible
-    (Ctrl-C / "Interrupt kernel").
+    A ``comms.Listener`` (iteration, ``get(timeout)``, ``close()``, context manager,
+    ``latest_only``) fed by the widget instead of by the address channel: values arrive
+    on the dispatcher thread right after ``.value`` is updated, so while the loop body
+    runs, ``widget.value`` is the yielded value or a newer one. It also ends when its
+    widget is closed. Waits are interruptible (Ctrl-C / "Interrupt kernel").
     """
 
     def __init__(self, widget: Control, *, latest_only: bool = False) -> None:
+        super().__init__(widget.address, latest_only=latest_only,
+                         on_close=lambda changes: widget._changes_closed(changes))
         self._widget = widget
-        self._values: deque[Any] = deque(maxlen=1 if latest_only else None)
-        self._changed = threading.Condition(threading.Lock())
-        self._closed = False
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def get(self, timeout: float | None = None) -> Any:
-        has_value, value = self._take(timeout)
-        if has_value:
-            return value
-        if self._closed:
-            raise comms.CommsError(f"changes() of {self._widget!r} is closed; call it again.")
-        raise TimeoutError(
-            f"The page did not change {self._widget!r} within {timeout:g} s."
-        )
-
-    def close(self) -> None:
-        with self._changed:
-            if self._closed:
-                return
-            self._closed = True
-            self._values.clear()
-            self._changed.notify_all()
-        self._widget._changes_closed(self)
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        has_value, value = self._take(None)
-        if has_value:
-            return value
-        raise StopIteration
-
-    def __enter__(self) -> Changes:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def _take(self, timeout: float | None) -> tuple[bool, Any]:
-        # Condition.wait is interruptible by signals, so Ctrl-C reaches a main thread here.
-        with self._changed:
-            ready = self._changed.wait_for(lambda: self._values or self._closed, timeout)
-            if ready and self._values and not self._closed:
-                return True, self._values.popleft()
-            return False, None
-
-    def _deliver(self, value: Any) -> None:
-        with self._changed:
-            if self._closed:
-                return
-            self._values.append(value)
-            self._changed.notify_all()
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<changes of {self._widget!r}, {state}>"
 
 
 def check_json(value: Any, what: str) -> Any:
