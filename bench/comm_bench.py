@@ -21,15 +21,19 @@ file is kept. Process launch, sandbox, machine description and percentiles come 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import json
 import os
+import queue
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import report
-from comm_client import BenchPage, Notebook
+from comm_client import BenchPage, LostIdle, Notebook
 from launch import BenchFailure, RunningKernel, Sandbox, start
 from summary import summarize
 
@@ -238,9 +242,7 @@ class Run:
         for name in (K, B):
             kernel = start(name, self.sandbox)
             self.kernels[name] = kernel
-            nb = Notebook(kernel)
-            self.nb[name] = nb
-            nb.client.wait_for_ready(timeout=60)
+            self.nb[name] = Notebook(kernel)
             kernel.children()
         self.page = BenchPage(self.kernels[K].km.connection_file)
         for name in (K, B):
@@ -259,7 +261,7 @@ class Run:
         while True:
             try:
                 _t, content = nb.comm_opens.get(timeout=max(0.0, deadline - time.perf_counter()))
-            except Exception:  # queue.Empty
+            except queue.Empty:
                 raise BenchFailure(f"{name}: no comm_open of an IntSliderModel on IOPub") from None
             state = (content.get("data") or {}).get("state") or {}
             if state.get("_model_name") == "IntSliderModel":
@@ -332,7 +334,7 @@ class Run:
     def round_trips_busy(self) -> None:
         a = self.args
         nbk = self.nb[K]
-        for block in range(a.rt_n // a.block):
+        for _block in range(a.rt_n // a.block):
             self.guard(K, "program round trip (main thread busy)", lambda: self.add(
                 "k_prog_busy", _json_line(nbk.run(
                     f"print(_j.dumps(_bench_rt_busy({a.block}, {BUSY_CELL_S})))", BUSY_CELL_S + 30))))
@@ -405,12 +407,13 @@ class Run:
                 self.guard(K, f"program -> page {n}", lambda n=n: self._k_flood(n))
                 for name in (K, B):
                     self.guard(name, f"comm.send flood {n}", lambda name=name, n=n: self._comm_flood(name, n))
-            n = a.tp_in
+            n_in = a.tp_in
             for batch in (1000, 1):
-                self.guard(K, f"page -> program {n} (batch {batch})",
-                           lambda batch=batch: self._k_sink(n, batch))
+                self.guard(K, f"page -> program {n_in} (batch {batch})",
+                           lambda batch=batch, n_in=n_in: self._k_sink(n_in, batch))
             for name in (K, B):
-                self.guard(name, f"client -> kernel comm_msgs {n}", lambda name=name: self._comm_count(name, n))
+                self.guard(name, f"client -> kernel comm_msgs {n_in}",
+                           lambda name=name, n_in=n_in: self._comm_count(name, n_in))
             log(f"throughput repetition {rep + 1}/{a.reps} done")
 
     def _record_tp(self, key: str, n: int, elapsed: float, received: int, in_order: bool,
@@ -461,9 +464,14 @@ class Run:
                 received += 1
         except BenchFailure:
             pass  # lost messages: counted below
-        nb.finish(msg_id, timeout=60)
-        nb.comm_close(cid)
         key = "k_relay_to_client" if name == K else "b_comm_to_client"
+        try:
+            nb.finish(msg_id, timeout=60)
+        except LostIdle as error:
+            self.facts[f"{key}_lost_idle"] = self.facts.get(f"{key}_lost_idle", 0) + 1
+            self.finding(f"`{name}`, comm.send flood of {n:,}: {error} (dropped on IOPub with "
+                         "the comm messages: a frontend would show this cell busy forever)")
+        nb.comm_close(cid)
         self._record_tp(f"{key}_{n}", n, last - t0, received, in_order)
 
     def _k_sink(self, n: int, batch: int) -> None:
@@ -500,7 +508,7 @@ class Run:
     def widgets(self) -> None:
         a = self.args
         base = 0
-        for block in range(a.widget_n // a.widget_block):
+        for _block in range(a.widget_n // a.widget_block):
             for fn, key in (("_bench_wslider_spin", "w_slider_spin"),
                             ("_bench_wslider_changes", "w_slider_changes")):
                 base += 10_000
@@ -513,7 +521,7 @@ class Run:
             base += 10_000
             self.guard(name, "IntSlider during a 3 s loop",
                        lambda name=name, base=base: self._islider_blocked(name, base + 1))
-        for i in range(a.idle_widget_n):
+        for _i in range(a.idle_widget_n):
             for name in (K, B):
                 base += 1
                 self.guard(name, "IntSlider update -> next cell",
@@ -671,7 +679,7 @@ def render(run: Run, meta: dict[str, Any]) -> str:
            "like the notebook's own. Client-side times are taken with `time.perf_counter()` on "
            "receipt by the reader thread; program-side times inside the cell. p99 is nearest-rank "
            "(with < 100 samples it is the maximum).", "",
-           f"- *program → page → program*: the cell does `comms.send('/echo/out', i)` then "
+           "- *program → page → program*: the cell does `comms.send('/echo/out', i)` then "
            "`listen('/echo/in').get()`; the page echoes from its reader thread. *Busy*: the round "
            "trips run on a thread started by the cell while the cell's main thread spins in a "
            "pure-Python loop (`while not done.is_set(): spins += 1`), i.e. they compete for the GIL.",
@@ -832,6 +840,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="docs/benchmarks.md",
                         help="markdown file to update between the comm-bench markers; '-' prints it")
     parser.add_argument("--json", dest="json_path", help="also write the raw samples here")
+    parser.add_argument("--limit", type=float, default=900.0,
+                        help="seconds after which a watchdog kills everything and exits")
     args = parser.parse_args(argv)
     args.rt_n = 200 if args.quick else 1000
     args.block = 100 if args.quick else 200
@@ -844,11 +854,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _watchdog(run: Run, limit: float) -> None:
+    """Last resort against a wait that is not bounded: dump stacks, kill kernels, exit."""
+    log(f"WATCHDOG: the run exceeded {limit:.0f} s; stacks follow, then every kernel is killed")
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    for kernel in list(run.kernels.values()):
+        for child in kernel.children():
+            with contextlib.suppress(Exception):
+                child.kill()
+        with contextlib.suppress(Exception):
+            kernel.km.shutdown_kernel(now=True)
+    with contextlib.suppress(Exception):
+        run.sandbox.cleanup()
+    os._exit(3)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     meta: dict[str, Any] = {"machine": report.machine_info(REPO)}
     run = Run(args)
+    watchdog = threading.Timer(args.limit, _watchdog, (run, args.limit))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         log("starting kernels and the headless page")
         run.start()
@@ -863,6 +891,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchFailure as error:
         run.finding(f"setup failed: {error}")
     finally:
+        watchdog.cancel()
         run.close()
     meta["duration_s"] = time.perf_counter() - started
     meta["loadavg_at_end"] = os.getloadavg()

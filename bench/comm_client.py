@@ -34,6 +34,12 @@ from launch import BenchFailure, RunningKernel
 REPO = Path(__file__).resolve().parent.parent
 ECHO_OUT, ECHO_IN = "/echo/out", "/echo/in"
 BENCH_PREFIX = "/bench/"
+IDLE_AFTER_REPLY_S = 10.0
+READY_TIMEOUT_S = 60.0
+
+
+class LostIdle(BenchFailure):
+    """The shell reply arrived but the IOPub idle status parented to it never did."""
 
 
 def _load_headless_page() -> type:
@@ -68,6 +74,14 @@ class Notebook:
         self.context.setsockopt(zmq.RCVHWM, 0)
         self.client = kernel.km.client(context=self.context)
         self.client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
+        # Before the reader thread starts: wait_for_ready reads IOPub itself, and a zmq
+        # socket must not be read by two threads.
+        try:
+            self.client.wait_for_ready(timeout=READY_TIMEOUT_S)
+        except RuntimeError as error:
+            self.client.stop_channels()
+            self.context.destroy(linger=0)
+            raise BenchFailure(f"{kernel.name}: not ready: {error}") from None
         self._lock = threading.Lock()
         self._by_parent: dict[str, queue.Queue] = {}
         self._by_comm: dict[str, queue.Queue] = {}
@@ -153,9 +167,15 @@ class Notebook:
                 raise BenchFailure(f"no execute_reply for {msg_id} within {timeout:.0f} s") from None
             if msg.get("parent_header", {}).get("msg_id") == msg_id:
                 reply = msg["content"]
-        chunks = self.read_until_idle(msg_id, deadline)
-        with self._lock:
-            self._by_parent.pop(msg_id, None)
+        try:
+            # The reply is in: the idle status follows at once unless IOPub dropped it.
+            chunks = self.read_until_idle(msg_id, min(deadline, time.perf_counter() + IDLE_AFTER_REPLY_S))
+        except BenchFailure:
+            raise LostIdle(f"the execute_reply ({reply.get('status')}) arrived but the IOPub `idle` "
+                           f"status did not within {IDLE_AFTER_REPLY_S:.0f} s") from None
+        finally:
+            with self._lock:
+                self._by_parent.pop(msg_id, None)
         return reply, "".join(text for _t, text in chunks), chunks
 
     def read_until_idle(self, msg_id: str, deadline: float) -> list[tuple[float, str]]:

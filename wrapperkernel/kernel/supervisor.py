@@ -119,6 +119,10 @@ class WorkerSupervisor:
                     break
                 for frame in decoder.feed(data):
                     self._on_frame(frame)
+                # A worker that floods output must not starve the kernel's other tasks
+                # (requests, IOPub subscriptions): read() returns buffered data without
+                # yielding to the event loop.
+                await asyncio.sleep(0)
         except FramingError as error:
             reason = f"the worker sent a corrupt frame ({error})"
             log.error("%s; killing it", reason)

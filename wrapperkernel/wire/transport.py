@@ -71,10 +71,11 @@ class Transport:
             sock = self._context.socket(kind)
             sock.linger = 1000
             if kind == zmq.XPUB:
-                # Manual mode: a subscription takes effect only when serve_subscriptions
-                # applies it, right before it sends that subscriber's iopub_welcome, so
-                # nothing published can reach a new subscriber ahead of its welcome.
-                sock.setsockopt(zmq.XPUB_MANUAL, 1)
+                # Every subscription is reported, so each client gets its welcome. zmq
+                # applies a subscription itself, at once: a client that joins while a cell
+                # floods output may get some of it before its welcome (a known limit; the
+                # manual mode that would order them delays subscribers under load).
+                sock.setsockopt(zmq.XPUB_VERBOSE, 1)
                 # Never drop output at the kernel: a slow client is the client's business.
                 sock.sndhwm = 0
             if kind == zmq.ROUTER:
@@ -116,11 +117,8 @@ class Transport:
             frames = await sock.recv_multipart()
             event = frames[0]
             if event[:1] == b"\x01":
-                sock.setsockopt(zmq.SUBSCRIBE, event[1:])
                 topic = event[1:].decode("utf-8", "replace")
                 self.publish("iopub_welcome", {"subscription": topic}, parent=None)
-            elif event[:1] == b"\x00":
-                sock.setsockopt(zmq.UNSUBSCRIBE, event[1:])
 
     def send(
         self,
@@ -143,11 +141,15 @@ class Transport:
         buffers = msg.get("buffers") or []
         # ROUTER and XPUB sockets never block a sender, so a plain non-blocking send from
         # the loop's thread is safe and skips the asyncio socket's future bookkeeping.
+        sock = self._sockets[channel]
         try:
-            zmq.Socket.send_multipart(self._sockets[channel], frames + list(buffers),
-                                      flags=zmq.NOBLOCK, copy=True)
+            zmq.Socket.send_multipart(sock, frames + list(buffers), flags=zmq.NOBLOCK, copy=True)
         except zmq.ZMQError as error:
             log.error("sending %s on %s failed: %s", msg["header"]["msg_type"], channel, error)
+        # zmq signals readiness on an edge-triggered fd, and a send can consume the edge of
+        # a message that arrived meanwhile: reading EVENTS through the asyncio socket makes
+        # pyzmq wake the receive waiting on this socket, as its own send path does.
+        sock.get(zmq.EVENTS)
 
     def publish(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None,
                 metadata: dict[str, Any] | None = None,
