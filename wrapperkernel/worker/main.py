@@ -31,6 +31,13 @@ from wrapperkernel.worker.link import KernelGone, Link
 from wrapperkernel.worker.output import CapturedStream, FdCapture, OutputBuffer
 
 PR_SET_PDEATHSIG = 1
+# How long a cell waits for comm messages that arrived before it to be handled; a
+# callback that blocks longer does not hold cells back for ever.
+COMM_BARRIER_WAIT_S = 1.0
+# Python hands the GIL to a waiting thread every 5 ms by default; the comm reader and
+# dispatcher threads then answer a page up to 5 ms late while a cell spins in pure
+# Python. A shorter interval costs nothing while those threads sleep.
+SWITCH_INTERVAL_S = 0.0005
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,6 +61,7 @@ class Worker:
         self.link = Link(sock)
         self.jobs: queue.SimpleQueue[frames.KernelToWorker] = queue.SimpleQueue()
         self.input_replies: queue.SimpleQueue[frames.InputReplyFrame] = queue.SimpleQueue()
+        self.barriers: dict[str, threading.Event] = {}
         # A private copy of the original stderr: crash reports reach the kernel's log even
         # after fd 2 is redirected into the cell output.
         self.diagnostics = os.fdopen(os.dup(2), "w", buffering=1)
@@ -72,6 +80,7 @@ class Worker:
 
     def run(self) -> None:
         _die_with_parent()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.output = OutputBuffer(self.link.send)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -108,6 +117,9 @@ class Worker:
         while True:
             try:
                 job = self.jobs.get()
+                barrier = self.barriers.pop(getattr(job, "req", ""), None)
+                if barrier is not None and not barrier.wait(COMM_BARRIER_WAIT_S):
+                    self.log("a comm callback is still running; the cell starts anyway")
             except KeyboardInterrupt:
                 continue  # an interrupt that arrived after its cell had finished
             runner.run(job)
@@ -136,6 +148,14 @@ class Worker:
         elif isinstance(frame, frames.ShutdownFrame):
             self.context.flush_output()
             os._exit(0)
+        elif isinstance(frame, frames.ExecuteFrame):
+            # Comm messages that arrived before this cell are handled before it runs, as
+            # in a kernel that handles everything in order: the cell waits (briefly,
+            # bounded) until the dispatcher passed this point.
+            handled = threading.Event()
+            self.comms.run_on_dispatcher(handled.set)
+            self.barriers[frame.req] = handled
+            self.jobs.put(frame)
         else:
             self.jobs.put(frame)
 
