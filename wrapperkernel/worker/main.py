@@ -117,11 +117,11 @@ class Worker:
         while True:
             try:
                 job = self.jobs.get()
-                barrier = self.barriers.pop(getattr(job, "req", ""), None)
-                if barrier is not None and not barrier.wait(COMM_BARRIER_WAIT_S):
-                    self.log("a comm callback is still running; the cell starts anyway")
             except KeyboardInterrupt:
                 continue  # an interrupt that arrived after its cell had finished
+            barrier = self.barriers.pop(getattr(job, "req", ""), None)
+            if barrier is not None and not barrier.wait(COMM_BARRIER_WAIT_S):
+                self.log("a comm callback is still running; the cell starts anyway")
             runner.run(job)
 
     # ------------------------------------------------------------------ reader thread
