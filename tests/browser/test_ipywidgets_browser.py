@@ -159,8 +159,14 @@ def test_running_loop_sees_ipywidgets_and_reload_restores_them(
     assert lines[0] == "looping"
     assert f"slider {moved}" in lines
     assert statuses_while_running[-1] == "busy", statuses_while_running
-    assert "idle" not in statuses_while_running[1:], (
-        f"the toolbar showed idle while the cell ran: {statuses_while_running}")
+    # A relayed widget message gets its own busy/idle (ipywidgets throttles its updates
+    # on that idle), and the kernel re-publishes busy for the running cell right after
+    # it. JupyterLab's status signal can record that idle for an instant; it must never
+    # stay: every idle while the cell runs is followed at once by busy.
+    after_start = statuses_while_running[1:]
+    lingering = [i for i, state in enumerate(after_start)
+                 if state == "idle" and after_start[i + 1:i + 2] != ["busy"]]
+    assert not lingering, f"the toolbar stayed idle while the cell ran: {statuses_while_running}"
 
     save_notebook(page)
     path = current_notebook_path(page)
