@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -85,8 +86,12 @@ NODE_RUNNER = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_rendered_script_installs_the_client_in_node() -> None:
+    if shutil.which("node") is None:
+        # In CI nothing is skipped silently: a missing Node is a broken machine.
+        if os.environ.get("CI") == "true":
+            pytest.fail("node is not installed; CI needs it for the page client's tests")
+        pytest.skip("node is not installed")
     result = subprocess.run(
         ["node", "-e", NODE_RUNNER],
         input=render_install_html(KERNEL_ID),
