@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,3 +275,31 @@ def shut_down_sessions(server: LabServer) -> None:
             method="DELETE",
             timeout_s=jupyterlab.KERNEL_SHUTDOWN_TIMEOUT_S,
         )
+
+
+# How long JupyterLab may take to save its workspace after notebooks are closed.
+WORKSPACE_SAVE_S = 10.0
+
+
+@pytest.fixture
+def lab(lab_page: Page, lab_server: LabServer) -> Iterator[Page]:
+    """``lab_page`` with an empty workspace; afterwards its notebooks are saved, closed and
+    gone from the saved workspace (else a later test's page would reopen them, with new
+    sessions or a dialog about their missing kernels)."""
+    lab_page.goto(lab_server.lab_url("lab", reset=""))
+    jupyterlab.wait_lab_ready(lab_page)
+    yield lab_page
+    while lab_page.locator(jupyterlab.NOTEBOOK_PANEL).count() > 0:
+        if lab_page.locator(jupyterlab.DIRTY_TAB).count() > 0:
+            jupyterlab.save_notebook(lab_page)
+        lab_page.locator(f"{jupyterlab.MAIN_TAB}.jp-mod-current .lm-TabBar-tabCloseIcon").click()
+        lab_page.wait_for_timeout(200)
+    deadline = time.monotonic() + WORKSPACE_SAVE_S
+    while any(key.startswith("notebook:") for key in workspace_keys(lab_server)):
+        assert time.monotonic() < deadline, "JupyterLab did not save the closed notebooks"
+        time.sleep(0.2)
+
+
+def workspace_keys(server: LabServer) -> list[str]:
+    workspace = server.api("lab/api/workspaces/default") or {}
+    return list(workspace.get("data", {}))

@@ -9,8 +9,6 @@ The widgets are JupyterLab's own (jupyterlab_widgets); the kernel relays the sta
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -19,10 +17,7 @@ from playwright.sync_api import Locator, Page, expect
 from .jupyterlab import (
     CELL,
     CURRENT_NOTEBOOK_PANEL,
-    DIRTY_TAB,
     EXECUTION_INDICATOR,
-    MAIN_TAB,
-    NOTEBOOK_PANEL,
     OUTPUT,
     LabServer,
     append_cell,
@@ -36,7 +31,6 @@ from .jupyterlab import (
     save_notebook,
     start_cell,
     wait_cell,
-    wait_lab_ready,
     wait_notebook_shown,
 )
 
@@ -48,7 +42,6 @@ pytestmark = pytest.mark.browser
 LOOP_S = 30
 CELL_TIMEOUT_S = LOOP_S + 15
 WAIT_MS = 20_000
-WORKSPACE_SAVE_S = 10.0
 START_VALUE = 3
 ARROW_PRESSES = 4
 TYPED_VALUE = 11
@@ -76,29 +69,6 @@ while clicks == 0 and time.monotonic() < deadline:
         print("slider", seen, flush=True)
     time.sleep(0.02)
 print(f"clicks={{clicks}} last={{seen}}")"""
-
-
-@pytest.fixture
-def lab(lab_page: Page, lab_server: LabServer) -> Iterator[Page]:
-    """``lab_page`` with an empty workspace; afterwards its notebooks are saved, closed and
-    gone from the saved workspace (else a later test's page would reopen them)."""
-    lab_page.goto(lab_server.lab_url("lab", reset=""))
-    wait_lab_ready(lab_page)
-    yield lab_page
-    while lab_page.locator(NOTEBOOK_PANEL).count() > 0:
-        if lab_page.locator(DIRTY_TAB).count() > 0:
-            save_notebook(lab_page)
-        lab_page.locator(f"{MAIN_TAB}.jp-mod-current .lm-TabBar-tabCloseIcon").click()
-        lab_page.wait_for_timeout(200)
-    deadline = time.monotonic() + WORKSPACE_SAVE_S
-    while any(key.startswith("notebook:") for key in workspace_keys(lab_server)):
-        assert time.monotonic() < deadline, "JupyterLab did not save the closed notebooks"
-        time.sleep(0.2)
-
-
-def workspace_keys(server: LabServer) -> list[str]:
-    workspace = server.api("lab/api/workspaces/default") or {}
-    return list(workspace.get("data", {}))
 
 
 def cells(page: Page) -> Locator:

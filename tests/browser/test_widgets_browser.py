@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +27,7 @@ from .jupyterlab import (
     CELL,
     CELL_EDITOR,
     CURRENT_NOTEBOOK_PANEL,
-    DIRTY_TAB,
     INPUT_PROMPT,
-    MAIN_TAB,
-    NOTEBOOK_PANEL,
     OUTPUT,
     LabServer,
     create_notebook,
@@ -42,7 +37,6 @@ from .jupyterlab import (
     save_notebook,
     screenshot,
     set_cell_text,
-    wait_lab_ready,
 )
 
 if TYPE_CHECKING:
@@ -53,7 +47,6 @@ pytestmark = pytest.mark.browser
 SCREENSHOTS_ENV = "WRAPPERKERNEL_WIDGET_SCREENSHOTS"
 LOOP_S = 30
 WAIT_MS = 20_000
-WORKSPACE_SAVE_S = 10.0
 FINISHED_PROMPT = re.compile(r"^\[\d+\]:$")
 
 SHOW_WIDGETS = """\
@@ -89,30 +82,6 @@ widgets.Button("Run").display()"""
 def _wrapperkernel_only(kernel_under_test: KernelUnderTest) -> None:
     if kernel_under_test.name != "wrapperkernel":
         pytest.skip("wrapperkernel.widgets needs the wrapperkernel kernel")
-
-
-@pytest.fixture
-def lab(lab_page: Page, lab_server: LabServer) -> Iterator[Page]:
-    """``lab_page`` with an empty workspace, whose notebooks are saved and closed
-    afterwards and gone from the saved workspace. JupyterLab reopens the notebooks of
-    the saved workspace, with new sessions or a dialog about their missing kernels."""
-    lab_page.goto(lab_server.lab_url("lab", reset=""))
-    wait_lab_ready(lab_page)
-    yield lab_page
-    while lab_page.locator(NOTEBOOK_PANEL).count() > 0:
-        if lab_page.locator(DIRTY_TAB).count() > 0:
-            save_notebook(lab_page)
-        lab_page.locator(f"{MAIN_TAB}.jp-mod-current .lm-TabBar-tabCloseIcon").click()
-        lab_page.wait_for_timeout(200)
-    deadline = time.monotonic() + WORKSPACE_SAVE_S
-    while any(key.startswith("notebook:") for key in workspace_keys(lab_server)):
-        assert time.monotonic() < deadline, "JupyterLab did not save the closed notebooks"
-        time.sleep(0.2)
-
-
-def workspace_keys(server: LabServer) -> list[str]:
-    workspace = server.api("lab/api/workspaces/default") or {}
-    return list(workspace.get("data", {}))
 
 
 def cells(page: Page) -> Locator:
