@@ -284,7 +284,9 @@ def test_every_request_gets_one_reply_parented_to_it_with_busy_and_idle(
         assert "status" in replies[0]["content"]
         statuses = [m["content"]["execution_state"] for m in kernel.messages("iopub", msg_id)
                     if m["msg_type"] == "status"]
-        assert statuses == ["busy", "idle"], reply_type
+        # A request answered while a queued one runs publishes busy again for the running
+        # one after its own idle (see kernel.Kernel._status): busy may repeat, idle never.
+        assert statuses[-1] == "idle" and set(statuses[:-1]) == {"busy"}, (reply_type, statuses)
         published = kernel.messages("iopub", msg_id)
         assert published[0]["content"] == {"execution_state": "busy"}
         assert published[-1]["content"] == {"execution_state": "idle"}

@@ -131,7 +131,6 @@ async def serve(connection_file: str) -> int:
     early_frames.clear()
     loop = asyncio.get_running_loop()
     install_interrupt_handler(loop, kernel)
-    tasks.append(asyncio.create_task(kernel.run_queue()))
     await gate.open({"shell": kernel.on_shell, "control": kernel.on_control,
                      "stdin": kernel.on_stdin})
     loop.call_later(PRELOAD_DELAY_S, lambda: loop.run_in_executor(None, kernel.preload_checker))

@@ -7,8 +7,7 @@ import sys
 from typing import Any
 
 from wrapperkernel import __version__
-
-PROTOCOL_VERSION = "5.5"
+from wrapperkernel.wire.codec import PROTOCOL_VERSION
 
 
 def kernel_info_content() -> dict[str, Any]:

@@ -18,8 +18,8 @@ import logging
 import signal
 import threading
 import traceback
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections import OrderedDict, deque
+from dataclasses import dataclass
 from typing import Any
 
 from wrapperkernel.channel import frames
@@ -38,14 +38,14 @@ QUEUED_TYPES = {"execute_request", "complete_request", "inspect_request", "histo
 class Job:
     request: Incoming
     frame: frames._Frame
-    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    finished: bool = False
 
 
 class Kernel:
     def __init__(self, transport: Transport, worker: Any) -> None:
         self.transport = transport
         self.worker = worker
-        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.waiting: deque[Job] = deque()
         self.current: Job | None = None
         self.parents: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.next_execution_count = 1
@@ -98,7 +98,8 @@ class Kernel:
             except m.BadRequest as error:
                 self._reply_error_now(request, "BadRequest", str(error))
                 return
-            self.queue.put_nowait(job)
+            self.waiting.append(job)
+            self._start_next()
             return
         handler = self.handlers.get(msg_type)
         quiet = self.comms is not None and self.comms.is_quiet(request)
@@ -247,33 +248,38 @@ class Kernel:
         q4 = m.parse(m.HistoryRequest, content)
         return frames.HistoryFrame(req=req, **q4.model_dump(include=set(frames.HistoryFrame.model_fields) - {"type", "req"}))
 
-    async def run_queue(self) -> None:
-        while True:
-            job = await self.queue.get()
-            self.current = job
-            request = job.request
-            if request.msg_type == "execute_request":
-                self.last_execute_header = request.header
-            self._remember(request)
-            # The worker starts on the request before busy is published: the two then
-            # happen in parallel. Its output cannot overtake busy, since it arrives
-            # through this same event loop later.
-            self.worker.send(job.frame)
-            self._status("busy", request)
-            frame = job.frame
-            if isinstance(frame, frames.ExecuteFrame) and not frame.silent:
-                self.transport.publish(
-                    "execute_input",
-                    {"code": frame.code, "execution_count": self.next_execution_count},
-                    parent=request.header,
-                )
-            await job.done
+    def _start_next(self) -> None:
+        """Hand the oldest waiting request to the worker, unless one is running.
+
+        Called straight from the message or frame that makes it possible, so a request
+        reaches the worker without waiting for another turn of the event loop.
+        """
+        if self.current is None and self.waiting:
+            self._start(self.waiting.popleft())
+
+    def _start(self, job: Job) -> None:
+        self.current = job
+        request = job.request
+        if request.msg_type == "execute_request":
+            self.last_execute_header = request.header
+        self._remember(request)
+        # The worker starts on the request before busy is published: the two then
+        # happen in parallel. Its output cannot overtake busy, since it arrives
+        # through this same event loop later.
+        self.worker.send(job.frame)
+        self._status("busy", request)
+        frame = job.frame
+        if isinstance(frame, frames.ExecuteFrame) and not frame.silent:
+            self.transport.publish(
+                "execute_input",
+                {"code": frame.code, "execution_count": self.next_execution_count},
+                parent=request.header,
+            )
 
     def _complete(self, job: Job, content: dict[str, Any]) -> None:
         """The running request is over: reply, idle, then let the queue move on.
 
-        Called straight from the frame (or worker exit) that ends the request, so the
-        reply leaves without waiting for another turn of the event loop.
+        Called straight from the frame (or worker exit) that ends the request.
         """
         request = job.request
         self._reply(request, content)
@@ -285,13 +291,13 @@ class Kernel:
             and request.content.get("stop_on_error", True)
         ):
             self._abort_queued_executions()
-        job.done.set_result(content)
+        job.finished = True
+        self._start_next()
 
     def _abort_queued_executions(self) -> None:
         """stop_on_error: cells queued behind a failed one are answered ``aborted``."""
-        keep: list[Job] = []
-        while not self.queue.empty():
-            job = self.queue.get_nowait()
+        keep: deque[Job] = deque()
+        for job in self.waiting:
             if isinstance(job.frame, frames.ExecuteFrame):
                 self._status("busy", job.request)
                 self._reply(job.request, {"status": "aborted",
@@ -299,8 +305,7 @@ class Kernel:
                 self._status("idle", job.request)
             else:
                 keep.append(job)
-        for job in keep:
-            self.queue.put_nowait(job)
+        self.waiting = keep
 
     def _remember(self, request: Incoming) -> None:
         self.parents[request.msg_id] = request.header
@@ -348,7 +353,7 @@ class Kernel:
 
     def _finish(self, req: str, content: dict[str, Any]) -> None:
         job = self.current
-        if job is None or job.request.msg_id != req or job.done.done():
+        if job is None or job.request.msg_id != req or job.finished:
             log.warning("worker replied to %s, which is not the running request", req)
             return
         self._complete(job, content)
@@ -369,7 +374,7 @@ class Kernel:
         if self.comms is not None:
             self.comms.on_worker_restarted()
         job = self.current
-        if job is None or job.done.done():
+        if job is None or job.finished:
             return
         evalue = (f"{reason[0].upper()}{reason[1:]} while running this request. All variables "
                   "and imports are lost: a fresh worker has been started; re-run the cells you "

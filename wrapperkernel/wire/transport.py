@@ -1,7 +1,6 @@
 """The kernel's five zmq sockets on asyncio, signing through ``jupyter_client.Session``.
 
-Messages are (de)serialised with ``Session.serialize`` / ``Session.deserialize`` and sent
-with ``send_multipart``: ``Session.send`` on an asyncio socket would send synchronously.
+Messages are encoded and decoded by ``codec.WireCodec`` (signatures by the ``Session``).
 A message with a bad signature or that cannot be parsed is logged and dropped here; the
 kernel's handlers only ever see well-formed, signed messages.
 
@@ -21,11 +20,16 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from wrapperkernel.wire.codec import WireCodec
 from wrapperkernel.wire.connection import ConnectionInfo
 
 log = logging.getLogger("wrapperkernel.wire")
 
 Handler = Callable[["Incoming"], Awaitable[None]]
+# pyzmq's flags are enums whose ``|`` runs Python code: combined once, as plain ints.
+_MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
+_LAST = int(zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,11 @@ class Transport:
     def __init__(self, info: ConnectionInfo, session: Any) -> None:
         self.info = info
         self.session = session
+        self.codec = WireCodec(session)
         self._context = zmq.asyncio.Context()
         self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        # Plain sockets sharing each asyncio socket's zmq socket, for sending: see send_msg.
+        self._senders: dict[str, zmq.Socket] = {}
         self._hb_thread: threading.Thread | None = None
         self._hb_context = zmq.Context()
 
@@ -82,6 +89,7 @@ class Transport:
                 sock.router_handover = 1
             sock.bind(info.address(port))
             self._sockets[name] = sock
+            self._senders[name] = zmq.Socket.shadow(sock.underlying)
         hb = self._hb_context.socket(zmq.REP)
         hb.linger = 0
         hb.bind(info.address(info.hb_port))
@@ -94,9 +102,8 @@ class Transport:
         while True:
             frames = await sock.recv_multipart(copy=True)
             try:
-                idents, parts = self.session.feed_identities(frames, copy=True)
-                msg = self.session.deserialize(parts, content=True, copy=True)
-            except (ValueError, TypeError, KeyError, IndexError) as error:
+                idents, msg = self.codec.decode(frames)
+            except ValueError as error:
                 # Bad or duplicate signature, too few frames, no delimiter, bad JSON.
                 log.warning("dropped a message on %s: %s", channel, error)
                 continue
@@ -129,34 +136,31 @@ class Transport:
         idents: list[bytes] | None = None,
         metadata: dict[str, Any] | None = None,
         buffers: list[bytes] | None = None,
-    ) -> dict[str, Any]:
-        msg = self.session.msg(msg_type, content, parent=parent or {}, metadata=metadata)
-        if buffers:
-            msg["buffers"] = buffers
-        self.send_msg(channel, msg, idents)
-        return msg
-
-    def send_msg(self, channel: str, msg: dict[str, Any], idents: list[bytes] | None) -> None:
-        frames = self.session.serialize(msg, ident=idents)
-        buffers = msg.get("buffers") or []
-        # ROUTER and XPUB sockets never block a sender, so a plain non-blocking send from
-        # the loop's thread is safe and skips the asyncio socket's future bookkeeping.
-        sock = self._sockets[channel]
+    ) -> None:
+        frames = self.codec.encode(msg_type, content, parent, idents, metadata, buffers)
+        # ROUTER and XPUB sockets never block a sender, so a non-blocking send from the
+        # loop's thread is safe. It goes through a plain socket: the asyncio socket would
+        # make a future for every part of every message (a third of the kernel's CPU).
+        sender = self._senders[channel]
         try:
-            zmq.Socket.send_multipart(sock, frames + list(buffers), flags=zmq.NOBLOCK, copy=True)
+            for frame in frames[:-1]:
+                sender.send(frame, _MORE)
+            sender.send(frames[-1], _LAST)
         except zmq.ZMQError as error:
-            log.error("sending %s on %s failed: %s", msg["header"]["msg_type"], channel, error)
+            log.error("sending %s on %s failed: %s", msg_type, channel, error)
         # zmq signals readiness on an edge-triggered fd, and a send can consume the edge of
         # a message that arrived meanwhile: reading EVENTS through the asyncio socket makes
         # pyzmq wake the receive waiting on this socket, as its own send path does.
-        sock.get(zmq.EVENTS)
+        self._sockets[channel].get(_EVENTS)
 
     def publish(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None,
                 metadata: dict[str, Any] | None = None,
-                buffers: list[bytes] | None = None) -> dict[str, Any]:
-        return self.send("iopub", msg_type, content, parent, metadata=metadata, buffers=buffers)
+                buffers: list[bytes] | None = None) -> None:
+        self.send("iopub", msg_type, content, parent, metadata=metadata, buffers=buffers)
 
     def close(self) -> None:
+        # The senders are shadows: closing one would close the zmq socket under its owner.
+        self._senders.clear()
         for sock in self._sockets.values():
             sock.close(linger=500)
         self._context.term()

@@ -118,6 +118,10 @@ class CommsRuntime:
         self._listeners: dict[str, list[Listener]] = {}
         self._deliveries: queue.SimpleQueue[tuple[str, Any, tuple[int, ...]]] = queue.SimpleQueue()
         self._dispatcher: threading.Thread | None = None
+        # Deliveries queued or running on the dispatcher; lets a cell skip the barrier
+        # (a wake-up of two threads) when nothing arrived before it.
+        self._pending = 0
+        self._pending_lock = threading.Lock()
 
     # ------------------------------------------------------------------ wiring
 
@@ -271,7 +275,7 @@ class CommsRuntime:
         for listener in listeners:
             listener._deliver(value)
         if ids:
-            self._deliveries.put((address, value, ids))
+            self._deliver((address, value, ids))
         elif not listeners:
             self._log(f"value for {address!r} arrived after its last subscriber left: dropped")
 
@@ -304,27 +308,49 @@ class CommsRuntime:
         """Run ``job`` on the dispatcher thread, in order with value callbacks (relayed
         comm messages of the ``comm`` package use this, see ``comm_bridge``)."""
         self._ensure_dispatcher()
-        self._deliveries.put(job)  # type: ignore[arg-type]
+        self._deliver(job)
+
+    def barrier(self) -> threading.Event | None:
+        """An event set once everything queued for the dispatcher so far was handled;
+        None when nothing is queued or running, so there is nothing to wait for."""
+        with self._pending_lock:
+            if self._pending == 0:
+                return None
+        handled = threading.Event()
+        self.run_on_dispatcher(handled.set)
+        return handled
+
+    def _deliver(self, item: Any) -> None:
+        with self._pending_lock:
+            self._pending += 1
+        self._deliveries.put(item)
 
     def _dispatch_forever(self) -> None:
         while True:
             item = self._deliveries.get()
-            if callable(item):
-                try:
-                    item()
-                except BaseException:  # noqa: BLE001 - the one catch-all of this loop
-                    traceback.print_exc(file=sys.stderr)
-                continue
-            address, value, ids = item
-            for subscription_id in ids:
-                with self._lock:
-                    subscription = self._callbacks.get(subscription_id)
-                if subscription is None:
-                    continue  # unsubscribed after the value arrived
-                try:
-                    subscription.callback(address, value)
-                except BaseException as error:  # noqa: BLE001 - the one catch-all of this loop
-                    _report_callback_error(subscription, error)
+            try:
+                self._dispatch_one(item)
+            finally:
+                with self._pending_lock:
+                    self._pending -= 1
+
+    def _dispatch_one(self, item: Any) -> None:
+        if callable(item):
+            try:
+                item()
+            except BaseException:  # noqa: BLE001 - the one catch-all of this loop
+                traceback.print_exc(file=sys.stderr)
+            return
+        address, value, ids = item
+        for subscription_id in ids:
+            with self._lock:
+                subscription = self._callbacks.get(subscription_id)
+            if subscription is None:
+                continue  # unsubscribed after the value arrived
+            try:
+                subscription.callback(address, value)
+            except BaseException as error:  # noqa: BLE001 - the one catch-all of this loop
+                _report_callback_error(subscription, error)
 
     # ------------------------------------------------------------------ helpers
 

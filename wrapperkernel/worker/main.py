@@ -152,9 +152,9 @@ class Worker:
             # Comm messages that arrived before this cell are handled before it runs, as
             # in a kernel that handles everything in order: the cell waits (briefly,
             # bounded) until the dispatcher passed this point.
-            handled = threading.Event()
-            self.comms.run_on_dispatcher(handled.set)
-            self.barriers[frame.req] = handled
+            handled = self.comms.barrier()
+            if handled is not None:
+                self.barriers[frame.req] = handled
             self.jobs.put(frame)
         else:
             self.jobs.put(frame)
