@@ -8,6 +8,8 @@ in between. Every wait has a timeout and fails with a summary of what did arrive
 
 from __future__ import annotations
 
+import os
+
 import queue
 import time
 from collections import defaultdict
@@ -193,10 +195,14 @@ def _has_idle(msgs: list[Message]) -> bool:
 
 
 @contextmanager
-def running_kernel(kernel_name: str = KERNEL_NAME) -> Iterator[KernelConnection]:
-    """Start a kernel on 127.0.0.1 with a client on all channels; stop both afterwards."""
+def running_kernel(kernel_name: str = KERNEL_NAME,
+                   env: dict[str, str] | None = None) -> Iterator[KernelConnection]:
+    """Start a kernel on 127.0.0.1 with a client on all channels; stop both afterwards.
+
+    ``env``: variables added to the kernel's environment.
+    """
     km = KernelManager(kernel_name=kernel_name, ip="127.0.0.1")
-    km.start_kernel()
+    km.start_kernel(**({"env": {**os.environ, **env}} if env else {}))
     try:
         kc = km.client()
         kc.start_channels()

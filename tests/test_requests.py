@@ -4,10 +4,13 @@ contents, ordering, and exactly one reply with busy/idle around it.
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
+from contextlib import closing
+from pathlib import Path
 
 import pytest
-from kernel_helpers import KernelConnection, Message
+from kernel_helpers import KernelConnection, Message, running_kernel
 
 
 def texts(result_outputs: list[Message], msg_type: str) -> list[dict]:
@@ -134,6 +137,35 @@ def test_user_expressions_are_evaluated_after_the_cell(kernel: KernelConnection)
 
 
 # ---------------------------------------------------------------------- history
+
+SYNC_PROBE = (
+    "hm = get_ipython().history_manager\n"
+    "hm.writeout_cache()\n"
+    "print(type(hm).__name__, hm.db.execute('PRAGMA synchronous').fetchone()[0])"
+)
+
+
+def test_history_reaches_the_database_file_without_an_fsync_per_cell(
+    kernel: KernelConnection, kernel_env: Path,
+) -> None:
+    marker = f"durable_{uuid.uuid4().hex[:8]} = 1"
+    kernel.run(marker)
+
+    # synchronous=OFF is 0: SQLite hands each commit to the OS without waiting for the disk.
+    assert kernel.run(SYNC_PROBE).stdout.split() == ["WorkerHistory", "0"]
+    # Another process reading the file (as a new IPython session would) finds the cell.
+    database = kernel.run("print(get_ipython().history_manager.hist_file)").stdout.strip()
+    assert database.startswith(str(kernel_env.parent))  # the tests' own IPython directory
+    with closing(sqlite3.connect(database)) as db:
+        rows = db.execute("SELECT source FROM history WHERE source = ?", (marker,)).fetchall()
+    assert rows == [(marker,)]
+
+
+def test_history_sync_full_restores_ipythons_fsync_per_cell(kernel_env: Path) -> None:
+    with running_kernel(env={"WRAPPERKERNEL_HISTORY_SYNC": "full"}) as kernel:
+        # 2 is FULL, SQLite's default: IPython's own behaviour.
+        assert kernel.run(SYNC_PROBE).stdout.split() == ["WorkerHistory", "2"]
+
 
 
 def test_history_tail_range_and_search(kernel: KernelConnection) -> None:

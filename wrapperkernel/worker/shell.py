@@ -8,6 +8,8 @@ It must never talk to sockets directly: frames leave through ``CellContext.send`
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from typing import Any
 
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
+from IPython.core.history import HistoryManager
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Any as AnyTrait
 from traitlets import Type
@@ -123,9 +126,39 @@ class ParentOfRequests:
         return {"header": {"msg_id": req, "msg_type": "execute_request"}} if req else {}
 
 
+class WorkerHistory(HistoryManager):
+    """IPython's history database, written without waiting for the disk on every cell.
+
+    IPython commits each cell's input to ``history.sqlite`` with SQLite's default
+    ``synchronous=FULL``: an fsync per cell, about 0.4 ms of CPU here on the history
+    thread, beside the cell. With ``synchronous=OFF`` a crash of the worker still loses
+    nothing SQLite was handed; only an operating-system crash or power loss can lose the
+    last entries (IPython then moves a damaged file aside and starts a new one).
+    ``WRAPPERKERNEL_HISTORY_SYNC=full`` restores IPython's setting.
+    """
+
+    def _writeout_input_cache(self, conn: sqlite3.Connection) -> None:
+        _without_fsync(conn)
+        super()._writeout_input_cache(conn)
+
+    def _writeout_output_cache(self, conn: sqlite3.Connection) -> None:
+        _without_fsync(conn)
+        super()._writeout_output_cache(conn)
+
+
+def _without_fsync(conn: sqlite3.Connection) -> None:
+    # Per connection, outside a transaction; the saving thread has a connection of its own.
+    if os.environ.get("WRAPPERKERNEL_HISTORY_SYNC", "").lower() != "full" and not conn.in_transaction:
+        conn.execute("PRAGMA synchronous = OFF")
+
+
 class WorkerShell(InteractiveShell):
     displayhook_class = Type(FrameDisplayHook)
     display_pub_class = Type(FrameDisplayPublisher)
+
+    def init_history(self) -> None:
+        self.history_manager = WorkerHistory(shell=self, parent=self)
+        self.configurables.append(self.history_manager)
 
     def init_context(self, context: CellContext) -> None:
         self.cell_context = context
