@@ -9,7 +9,6 @@ in between. Every wait has a timeout and fails with a summary of what did arrive
 from __future__ import annotations
 
 import os
-
 import queue
 import time
 from collections import defaultdict
