@@ -374,6 +374,26 @@ def test_private_addresses_never_reach_the_program():
     assert [(a.ok, "reserved" in a.error) for a in reply] == [(False, True)]
 
 
+def test_send_many_sends_every_pair_in_order_with_one_reply():
+    core = open_core()
+    actions = core.handle(ProgramRequested(0.1, "r1", "send_many", None,
+                                           [("/a", 0, 24), ("/b", None, 27), ("/a", {"x": [1]}, 32)]))
+    assert actions == [
+        SendCommMsg("c1", {"address": "/a", "value": 0}, size_bytes=24),
+        SendCommMsg("c1", {"address": "/b", "value": None}, size_bytes=27),
+        SendCommMsg("c1", {"address": "/a", "value": {"x": [1]}}, size_bytes=32),
+        ReplyToProgram("r1", True),
+    ]
+
+
+def test_send_many_with_a_private_address_sends_nothing():
+    core = open_core()
+    actions = core.handle(ProgramRequested(0.1, "r1", "send_many", None,
+                                           [("/a", 1, 24), ("#heartbeat/ping", 2, 35)]))
+    assert [type(a) for a in actions] == [ReplyToProgram]
+    assert not actions[0].ok and "'#heartbeat/ping'" in actions[0].error
+
+
 def test_read_error_and_read_timeout_complete_the_read_with_an_error():
     core = open_core()
     core.handle(ProgramRequested(0.1, "r1", "read", "/a"))
@@ -601,6 +621,16 @@ events = st.one_of(
         st.none() | addresses,
         st.none() | st.floats(min_value=-1, max_value=5) | json_values,
     ),
+    # Batches of sends, well-formed (possibly with a private address) or not.
+    st.builds(
+        ProgramRequested,
+        st.just(0.0),
+        request_ids,
+        st.just("send_many"),
+        st.none(),
+        st.lists(st.tuples(addresses, json_values, st.integers(0, 99)), max_size=3)
+        | st.lists(st.lists(addresses | json_values, max_size=3), max_size=2),
+    ),
     st.builds(ProgramSubscribed, st.just(0.0), addresses),
     st.builds(ProgramUnsubscribed, st.just(0.0), addresses),
     st.builds(
@@ -638,11 +668,17 @@ def is_misuse(core: CommCore, event: Event) -> bool:
         bad_timeout = (
             event.op == "read" and event.value is not None and not valid_timeout(event.value)
         )
+        bad_batch = event.op == "send_many" and not (
+            isinstance(event.value, (list, tuple))
+            and all(isinstance(i, (list, tuple)) and len(i) == 3 and isinstance(i[0], str)
+                    and type(i[2]) is int and i[2] >= 0 for i in event.value)
+        )
         return (
             event.request_id in core.pending_request_ids
             or event.op not in OPS
             or (event.op in ("send", "read") and event.address is None)
             or bad_timeout
+            or bad_batch
         )
     if isinstance(event, TimerFired):
         return event.timer not in (CONNECT_TIMER, HEARTBEAT_TIMER) and not event.timer.startswith(
@@ -758,6 +794,11 @@ class CommLifecycle(RuleBasedStateMachine):
             request = self.requests[action.request_id]
             if request.op == "send" and action.ok:
                 assert request.value in self.values_sent_to_page, "ok for a send never handed over"
+            if request.op == "send_many":
+                handed_over = [value for _, value, _ in request.value
+                               if value in self.values_sent_to_page]
+                # All or none: ok means every value went out, an error means none did.
+                assert len(handed_over) == (len(request.value) if action.ok else 0), action
         elif isinstance(action, PublishInstallScript):
             assert action.display_id not in self.scripts_on_display
             self.scripts_on_display.add(action.display_id)
@@ -794,6 +835,10 @@ class CommLifecycle(RuleBasedStateMachine):
     @rule(address=st.sampled_from(["/a", "/b"]))
     def program_sends(self, address):
         self.request("send", address, next(self.value_serial))
+
+    @rule(addresses=st.lists(st.sampled_from(["/a", "/b", "#x"]), max_size=4))
+    def program_sends_many(self, addresses):
+        self.request("send_many", None, [(a, next(self.value_serial), 30) for a in addresses])
 
     @rule(address=st.sampled_from(["/a", "/b"]))
     def program_reads(self, address):

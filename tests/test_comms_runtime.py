@@ -1,8 +1,9 @@
 """The worker's comms runtime and the ``wrapperkernel.comms`` API, against a fake kernel.
 
 The fake kernel captures every frame the runtime sends and answers each
-``CommRequestFrame`` from its own thread, as the worker's reader thread would, by calling
-``runtime.on_frame``. What it answers is set per test.
+``CommRequestFrame`` and ``CommSendManyFrame`` (a batch of ``send`` calls) from its own
+thread, as the worker's reader thread would, by calling ``runtime.on_frame``. What it
+answers is set per test, per op (``send_many`` for batches).
 """
 
 from __future__ import annotations
@@ -33,15 +34,20 @@ from wrapperkernel.worker.comms_runtime import CommsRuntime
 NO_PAGE = "No page connected to the wrapperkernel comm channel within 3 s. Open the notebook."
 WAIT_S = 5.0  # bound on every wait in these tests, so a bug fails instead of hanging
 
-Answer = Callable[[frames.CommRequestFrame], "frames.CommReplyFrame | None"]
+Request = frames.CommRequestFrame | frames.CommSendManyFrame
+Answer = Callable[[Request], "frames.CommReplyFrame | None"]
 
 
-def ok(request: frames.CommRequestFrame, value: Any = None) -> frames.CommReplyFrame:
+def ok(request: Request, value: Any = None) -> frames.CommReplyFrame:
     return frames.CommReplyFrame(request_id=request.request_id, ok=True, value=value)
 
 
-def error(request: frames.CommRequestFrame, text: str) -> frames.CommReplyFrame:
+def error(request: Request, text: str) -> frames.CommReplyFrame:
     return frames.CommReplyFrame(request_id=request.request_id, ok=False, error=text)
+
+
+def op_of(request: Request) -> str:
+    return "send_many" if isinstance(request, frames.CommSendManyFrame) else request.op
 
 
 def over_the_wire(frame: frames._Frame) -> Any:
@@ -58,9 +64,11 @@ class FakeKernel:
     def __init__(self, reply_wait_s: float = WAIT_S) -> None:
         self.frames: list[frames._Frame] = []
         self.logs: list[str] = []
-        self.answers: dict[str, Answer] = {op: ok for op in ("start", "send", "read", "sync")}
+        self.answers: dict[str, Answer] = {
+            op: ok for op in ("start", "send", "send_many", "read", "sync")
+        }
         self.answered = threading.Semaphore(0)  # released once per request handled
-        self._inbox: queue.SimpleQueue[frames.CommRequestFrame | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self.runtime = CommsRuntime(self.send, log=self.logs.append, reply_wait_s=reply_wait_s)
         self._thread = threading.Thread(target=self._serve, name="fake-kernel", daemon=True)
@@ -71,12 +79,12 @@ class FakeKernel:
         assert wire == frame
         with self._lock:
             self.frames.append(frame)
-        if isinstance(frame, frames.CommRequestFrame):
+        if isinstance(frame, (frames.CommRequestFrame, frames.CommSendManyFrame)):
             self._inbox.put(frame)
 
     def _serve(self) -> None:
         while (request := self._inbox.get()) is not None:
-            reply = self.answers[request.op](request)
+            reply = self.answers[op_of(request)](request)
             if reply is not None:
                 self.runtime.on_frame(over_the_wire(reply))
             self.answered.release()
@@ -85,13 +93,18 @@ class FakeKernel:
         for _ in range(count):
             assert self.answered.acquire(timeout=WAIT_S), "the fake kernel did not answer"
 
-    def requests(self, op: str | None = None) -> list[frames.CommRequestFrame]:
+    def requests(self, op: str | None = None) -> list[Request]:
         with self._lock:
             return [
                 f
                 for f in self.frames
-                if isinstance(f, frames.CommRequestFrame) and (op is None or f.op == op)
+                if isinstance(f, (frames.CommRequestFrame, frames.CommSendManyFrame))
+                and (op is None or op_of(f) == op)
             ]
+
+    def sent(self) -> list[tuple[str, Any]]:
+        """Every (address, value) the program sent, in order, over all batches."""
+        return [(a, v) for batch in self.requests("send_many") for a, v, _size in batch.items]
 
     def subscriptions(self) -> list[tuple[str, bool]]:
         with self._lock:
@@ -104,6 +117,12 @@ class FakeKernel:
     def stop(self) -> None:
         self._inbox.put(None)
         self._thread.join(WAIT_S)
+
+
+@pytest.fixture(autouse=True)
+def no_installed_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runtime installed by one test must not answer ``comms`` calls in the next."""
+    monkeypatch.setattr(comms, "_installed", None)
 
 
 @pytest.fixture
@@ -141,7 +160,8 @@ def test_start_ok_sends_one_start_request_and_marks_connected(kernel: FakeKernel
     assert [(r.op, r.address, r.value) for r in kernel.requests()] == [("start", None, True)]
     assert kernel.runtime.connected
     kernel.runtime.send("/a", 1)
-    assert [r.op for r in kernel.requests()] == ["start", "send"]  # no second start
+    kernel.runtime.flush()
+    assert [op_of(r) for r in kernel.requests()] == ["start", "send_many"]  # no second start
 
 
 def test_start_error_carries_the_kernels_message(kernel: FakeKernel) -> None:
@@ -166,7 +186,8 @@ def test_start_without_an_answer_ends_in_a_bounded_error(kernel: FakeKernel) -> 
     try:
         with pytest.raises(CommsError, match="within 0.1 s"):
             short.runtime.send("/a", 1)
-        assert short.requests("send") == []
+        short.runtime.flush()
+        assert short.sent() == []
     finally:
         short.stop()
 
@@ -194,55 +215,90 @@ def test_start_rejects_a_bad_timeout(kernel: FakeKernel, bad: Any) -> None:
 # ---------------------------------------------------------------------- send
 
 
-def test_sends_are_fire_and_forget_once_started(started: FakeKernel) -> None:
-    held: queue.SimpleQueue[frames.CommRequestFrame] = queue.SimpleQueue()
-    started.answers["send"] = lambda r: held.put(r)  # type: ignore[func-returns-value]
+def test_sends_are_fire_and_forget_and_batched_once_started(started: FakeKernel) -> None:
+    held: queue.SimpleQueue[Request] = queue.SimpleQueue()
+    started.answers["send_many"] = lambda r: held.put(r)  # type: ignore[func-returns-value]
     for i in range(2000):
         started.runtime.send("/points", i)  # would wait for each reply and time out if not
-    sends = started.requests("send")
-    assert [(r.address, r.value) for r in sends] == [("/points", i) for i in range(2000)]
-    assert len({r.request_id for r in sends}) == 2000
-    started.wait_answered(2000)
-    for _ in range(2000):
+    started.runtime.flush()
+    assert started.sent() == [("/points", i) for i in range(2000)]
+    batches = started.requests("send_many")
+    # A loop of sends goes out in batches, not as a frame and a reply per value.
+    assert len(batches) < 2000
+    assert len({r.request_id for r in batches}) == len(batches)
+    started.wait_answered(len(batches))
+    for _ in batches:
         started.runtime.on_frame(ok(held.get_nowait()))
     started.runtime.sync()  # the ok replies were consumed, nothing is raised
     assert started.logs == []
 
 
-def test_a_failed_send_is_raised_by_the_next_call_then_start_again(started: FakeKernel) -> None:
-    started.answers["send"] = lambda r: error(r, "the page connection failed")
+def test_a_send_after_a_pause_goes_out_without_waiting_for_a_flush(started: FakeKernel) -> None:
     started.runtime.send("/a", 1)
+    time.sleep(0.01)
+    started.runtime.send("/a", 2)
+    # Sent by the calling thread itself: both batches exist as soon as send returned.
+    assert [[item[:2] for item in batch.items] for batch in started.requests("send_many")] == [
+        [("/a", 1)], [("/a", 2)]]
+
+
+def test_a_burst_is_handed_over_by_the_flusher_without_an_explicit_flush(
+    started: FakeKernel,
+) -> None:
+    for i in range(50):
+        started.runtime.send("/a", i)
+    wait_until(lambda: len(started.sent()) == 50)
+    assert started.sent() == [("/a", i) for i in range(50)]
+
+
+def test_values_are_handed_over_before_a_later_request(started: FakeKernel) -> None:
+    for i in range(10):
+        started.runtime.send("/a", i)
+    started.runtime.sync()
+    ops = [op_of(r) for r in started.requests()]
+    assert ops[-1] == "sync" and set(ops[:-1]) == {"send_many"}
+    assert started.sent() == [("/a", i) for i in range(10)]
+
+
+def test_a_failed_send_is_raised_by_the_next_call_then_start_again(started: FakeKernel) -> None:
+    started.answers["send_many"] = lambda r: error(r, "the page connection failed")
+    started.runtime.send("/a", 1)
+    started.runtime.flush()
     started.wait_answered(1)
     assert not started.runtime.connected
     with pytest.raises(
         CommsError, match=r"sent earlier to '/a' was not delivered: the page connection failed"
     ):
         started.runtime.send("/a", 2)
-    assert [r.value for r in started.requests("send")] == [1]  # the raising call sent nothing
-    started.answers["send"] = ok
+    started.runtime.flush()
+    assert started.sent() == [("/a", 1)]  # the raising call sent nothing
+    started.answers["send_many"] = ok
     started.runtime.send("/a", 3)
-    assert [r.op for r in started.requests()] == ["send", "start", "send"]
+    started.runtime.flush()
+    assert [op_of(r) for r in started.requests()] == ["send_many", "start", "send_many"]
 
 
 def test_many_failed_sends_of_one_lost_connection_are_reported_once(started: FakeKernel) -> None:
-    held: queue.SimpleQueue[frames.CommRequestFrame] = queue.SimpleQueue()
-    started.answers["send"] = lambda r: held.put(r)  # type: ignore[func-returns-value]
+    held: queue.SimpleQueue[Request] = queue.SimpleQueue()
+    started.answers["send_many"] = lambda r: held.put(r)  # type: ignore[func-returns-value]
     for i in range(5):
         started.runtime.send("/a", i)
+        started.runtime.flush()  # five batches, as five sends far apart would be
     started.wait_answered(5)
     started.runtime.on_frame(error(held.get_nowait(), NO_PAGE))
     with pytest.raises(CommsError, match="No page connected"):
         started.runtime.sync()
     for _ in range(4):
         started.runtime.on_frame(error(held.get_nowait(), NO_PAGE))
-    started.answers["send"] = ok
+    started.answers["send_many"] = ok
     started.runtime.send("/a", 5)  # starts again, no second report of the same loss
     assert sum("failed too" in line for line in started.logs) == 4
 
 
 def test_send_error_is_raised_by_other_calls_too(started: FakeKernel) -> None:
-    started.answers["send"] = lambda r: error(r, "gone")
+    started.answers["send_many"] = lambda r: error(r, "gone")
     started.runtime.send("/a", 1)
+    started.runtime.flush()
     started.wait_answered(1)
     with pytest.raises(CommsError, match="gone"):
         started.runtime.subscribe("/b", lambda a, v: None)
@@ -564,14 +620,14 @@ def test_sync_ok_and_error(started: FakeKernel) -> None:
 
 
 def test_sync_raises_an_earlier_send_failure(started: FakeKernel) -> None:
-    started.answers["send"] = lambda r: error(r, "connection failed")
+    started.answers["send_many"] = lambda r: error(r, "connection failed")
     started.runtime.send("/a", 1)
     # The send's reply comes before the sync's: sync raises without waiting for a next call.
     with pytest.raises(
         CommsError, match="sent earlier to '/a' was not delivered: connection failed"
     ):
         started.runtime.sync()
-    started.answers["send"] = ok
+    started.answers["send_many"] = ok
     started.runtime.sync()
 
 
@@ -619,6 +675,7 @@ def test_a_read_request_for_an_unknown_value_is_logged_not_answered(started: Fak
 
 def test_a_failed_answer_is_logged_not_raised_at_the_user(started: FakeKernel) -> None:
     started.runtime.send("/v", 1)
+    started.runtime.flush()
     started.wait_answered(1)
     started.answers["send"] = lambda r: error(r, "page gone")
     started.runtime.on_frame(frames.CommReadRequestFrame(address="/v"))
@@ -655,8 +712,9 @@ def test_json_values_round_trip_unchanged(value: Any) -> None:
     try:
         runtime = fake.runtime
         runtime.send("/json", value)
-        sent = fake.requests("send")[-1]
-        assert same_json(sent.value, value)
+        runtime.flush()
+        assert fake.sent()[-1][0] == "/json"
+        assert same_json(fake.sent()[-1][1], value)
         listener = runtime.listen("/json")
         runtime.on_frame(value_frame("/json", value))
         assert same_json(listener.get(timeout=WAIT_S), value)
@@ -716,15 +774,19 @@ def test_comms_module_uses_the_shells_runtime(
     assert comms.unsubscribe(sub) is True
     assert comms.read_value("/a", timeout=2) is False
     comms.sync()
-    assert [(r.op, r.address, r.value) for r in kernel.requests()] == [
+    assert [
+        (r.op, r.address, r.value) if isinstance(r, frames.CommRequestFrame)
+        else [item[:2] for item in r.items]
+        for r in kernel.requests()
+    ] == [
         ("start", None, True),
-        ("send", "/a", 0),
+        [("/a", 0)],
         ("read", "/a", 2.0),
         ("sync", None, None),
     ]
     assert kernel.subscriptions() == [("/a", True), ("/a", False)]
     shell.magics["line:widgets"]("")
-    assert kernel.requests()[-1].op == "start"
+    assert op_of(kernel.requests()[-1]) == "start"
 
 
 def test_widgets_magic_in_a_real_shell(kernel: FakeKernel) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import types
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pytest
 from hypothesis import given, settings
@@ -54,6 +54,12 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
         return st.lists(strategy_for(args[0]), max_size=4)
     if origin is dict:
         return st.dictionaries(strategy_for(args[0]), strategy_for(args[1]), max_size=4)
+    if origin is tuple:
+        return st.tuples(*(strategy_for(arg) for arg in args))
+    if origin is Annotated:  # only Annotated[int, Field(ge=0)] so far
+        bounds = [getattr(c, "ge", None) for m in args[1:] for c in m.metadata]
+        assert args[0] is int and bounds == [0], annotation
+        return st.integers(min_value=0)
     raise TypeError(f"no strategy for {annotation!r}: teach strategy_for this type")
 
 

@@ -196,6 +196,16 @@ class CommRequestFrame(_Frame):
     value: Any = None
 
 
+class CommSendManyFrame(_Frame):
+    """Values the program sent, in order: ``[address, value, size_bytes]`` items, answered
+    by one ``CommReplyFrame`` for them all. The worker batches ``comms.send`` calls into
+    it; ``size_bytes`` is the item's JSON size on its way to the page (for pacing)."""
+
+    type: Literal["comm_send_many"] = "comm_send_many"
+    request_id: str
+    items: list[tuple[str, Any, Annotated[int, Field(ge=0)]]]
+
+
 class CommSubscriptionFrame(_Frame):
     """The first subscriber of an address appeared (``subscribed``) or the last one left."""
 
@@ -232,6 +242,7 @@ WorkerToKernel = Annotated[
         ExecuteReplyFrame,
         ReplyFrame,
         CommRequestFrame,
+        CommSendManyFrame,
         CommSubscriptionFrame,
         RelayCommFrame,
     ],

@@ -29,10 +29,14 @@ class FramingError(Exception):
 
 
 def encode(frame: _Frame) -> bytes:
-    body = frame.model_dump_json().encode()
+    return encode_body(frame.model_dump_json().encode(), frame.type)
+
+
+def encode_body(body: bytes, frame_type: str) -> bytes:
+    """Frame JSON written by hand (the worker's batched values); the reader validates it."""
     if len(body) > MAX_FRAME_BYTES:
         raise FramingError(
-            f"{frame.type!r} frame of {len(body)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
+            f"{frame_type!r} frame of {len(body)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
         )
     return HEADER.pack(len(body)) + body
 

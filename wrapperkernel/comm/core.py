@@ -163,8 +163,8 @@ CONNECTED_STATES = frozenset({State.OPEN, State.PINGING})
 
 # --- events: what happened (the adapter builds them) ------------------------------
 
-Op: TypeAlias = Literal["start", "send", "read", "sync"]
-OPS: frozenset[str] = frozenset({"start", "send", "read", "sync"})
+Op: TypeAlias = Literal["start", "send", "send_many", "read", "sync"]
+OPS: frozenset[str] = frozenset({"start", "send", "send_many", "read", "sync"})
 LogLevel: TypeAlias = Literal["debug", "info", "warning"]
 
 
@@ -178,7 +178,9 @@ class ProgramRequested(Event):
     """The user program used the channel; answered by exactly one ``ReplyToProgram``.
 
     ``start``: make sure the page client is installed and connected (also retries after
-    a failure). ``send``: ``value`` to ``address``. ``read``: ask the page for the
+    a failure). ``send``: ``value`` to ``address``. ``send_many``: ``value`` is a list of
+    ``(address, value, size_bytes)`` items, sent in order, all or none; ``size_bytes`` is
+    the item's JSON size as the program measured it, for pacing. ``read``: ask the page for the
     current value of ``address``; ``value`` is the timeout in seconds, or None for
     ``CommTimings.read_timeout_s``. ``sync``: resolves once every request made before it
     has been handed to the page connection.
@@ -253,11 +255,13 @@ class EraseInstallScript(Action):
 @dataclass(frozen=True, slots=True)
 class SendCommMsg(Action):
     """comm_msg to the page. ``urgent`` marks protocol messages (ack, ping, pong) whose
-    timing matters: the outbox sends them ahead of queued values (see outbox.py)."""
+    timing matters: the outbox sends them ahead of queued values (see outbox.py).
+    ``size_bytes``: the data's JSON size if the program measured it already, else None."""
 
     comm_id: str
     data: dict[str, Any]
     urgent: bool = False
+    size_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +389,14 @@ def _is_private(address: str) -> bool:
     return address.startswith(PRIVATE_PREFIX)
 
 
+def _is_item_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], str)
+        and type(item[2]) is int and item[2] >= 0
+        for item in value
+    )
+
+
 # --- the machine --------------------------------------------------------------------
 
 
@@ -486,11 +498,15 @@ class CommCore:
             else:
                 self._reply(event, ok=True)
             return
-        if event.op in ("send", "read") and _is_private(event.address):
+        private = [event.address] if event.op in ("send", "read") else []
+        if event.op == "send_many":
+            private = [item[0] for item in event.value]
+        private = [address for address in private if _is_private(address)]
+        if private:
             self._reply(
                 event,
                 ok=False,
-                error=f"Address {event.address!r} starts with '#', which is reserved for "
+                error=f"Address {private[0]!r} starts with '#', which is reserved for "
                 "the wrapperkernel protocol; use an address without a leading '#'.",
             )
             return
@@ -531,6 +547,9 @@ class CommCore:
             raise CommStateError(f"unknown program op {event.op!r}")
         if event.op in ("send", "read") and not isinstance(event.address, str):
             raise CommStateError(f"{event.op} needs a string address: {event!r}")
+        if event.op == "send_many" and not _is_item_list(event.value):
+            raise CommStateError(
+                f"send_many needs a list of (address, value, size_bytes) items: {event!r}")
         if event.op != "read" or event.value is None:
             return self._timings.read_timeout_s
         problem = CommStateError(f"read timeout must be a positive number of seconds: {event!r}")
@@ -760,6 +779,10 @@ class CommCore:
         if request.op == "send":
             self._send({"address": request.address, "value": request.value})
             self._reply(request, ok=True)
+        elif request.op == "send_many":
+            for address, value, size_bytes in request.value:
+                self._send({"address": address, "value": value}, size_bytes=size_bytes)
+            self._reply(request, ok=True)
         elif request.op == "read":
             self._send({"address": request.address, "read_request": True})
             self._asked[request.request_id] = request
@@ -801,10 +824,11 @@ class CommCore:
             self._actions.append(EraseInstallScript(self._display_id))
             self._display_id = None
 
-    def _send(self, data: dict[str, Any], *, urgent: bool = False) -> None:
+    def _send(self, data: dict[str, Any], *, urgent: bool = False,
+              size_bytes: int | None = None) -> None:
         if self._comm_id is None:
             raise CommStateError(f"no open comm to send {data!r} to")
-        self._actions.append(SendCommMsg(self._comm_id, data, urgent))
+        self._actions.append(SendCommMsg(self._comm_id, data, urgent, size_bytes))
 
     def _reply(
         self, request: ProgramRequested, *, ok: bool, value: Any = None, error: str | None = None

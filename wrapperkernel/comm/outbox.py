@@ -12,10 +12,12 @@ Why pace at all: Jupyter Server counts every IOPub message except ``status``,
 ``comm_open`` and ``execute_input`` over a sliding ``rate_limit_window`` (3 s) and
 stops forwarding to a websocket whose rate goes above ``iopub_msg_rate_limit``
 (1000 msg/s), until it falls below 80 % of it; ``iopub_data_rate_limit`` (1 MB/s)
-counts ``stream`` bytes. The program's own output shares these budgets, hence
-defaults well below them; the byte bucket also keeps a flood of values from stalling
-the page. A token bucket of capacity C refilled at rate r sends at most C + r*W in
-any window of W seconds.
+counts only ``stream`` bytes. The program's own output shares the message budget,
+hence a default well below it. Comm bytes are not limited by the server; the byte
+bucket is ours, so that a flood of values cannot stall the page (the browser parses
+every message twice: the notebook's connection sees it too). 4 MB/s is about 100,000
+small values a second. A token bucket of capacity C refilled at rate r sends at most
+C + r*W in any window of W seconds.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class Outbox:
         max_items_per_msg: int = 1000,
         max_bytes_per_msg: int = 100_000,
         max_msgs_per_s: float = 500.0,
-        max_bytes_per_s: float = 800_000.0,
+        max_bytes_per_s: float = 4_000_000.0,
         per_msg_overhead_bytes: int = 1_000,
         burst_s: float = 0.5,
     ) -> None:

@@ -121,6 +121,9 @@ class CommRelay:
         if isinstance(frame, frames.CommRequestFrame):
             self._handle(c.ProgramRequested(now, frame.request_id, frame.op, frame.address,
                                             frame.value))
+        elif isinstance(frame, frames.CommSendManyFrame):
+            self._handle(c.ProgramRequested(now, frame.request_id, "send_many", None,
+                                            frame.items))
         elif isinstance(frame, frames.CommSubscriptionFrame):
             event = c.ProgramSubscribed if frame.subscribed else c.ProgramUnsubscribed
             self._handle(event(now, frame.address))
@@ -161,7 +164,9 @@ class CommRelay:
 
     def _perform(self, action: c.Action) -> None:
         if isinstance(action, c.SendCommMsg):
-            size = len(json.dumps(action.data, separators=(",", ":"), ensure_ascii=False))
+            size = action.size_bytes
+            if size is None:
+                size = len(json.dumps(action.data, separators=(",", ":"), ensure_ascii=False))
             self.outbox.push(action.comm_id, action.data, size, urgent=action.urgent)
             self._schedule_flush(0.0)
         elif isinstance(action, c.DeliverToProgram):

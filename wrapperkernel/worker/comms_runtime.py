@@ -18,18 +18,22 @@ treat 0, False, "" or None as "no value", or let a failing callback stop deliver
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import queue
 import sys
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+from wrapperkernel import comms as comms_module
 from wrapperkernel.channel import frames
+from wrapperkernel.channel.framing import encode_body
 from wrapperkernel.comms import CommsError, Listener, _check_wait
 
 # How long a blocking request waits for the kernel's reply when the caller gives no bound.
@@ -37,6 +41,17 @@ from wrapperkernel.comms import CommsError, Listener, _check_wait
 # so hitting this means the kernel is stuck, not that no page is open.
 REPLY_WAIT_S = 10.0
 PRIVATE_PREFIX = "#"
+# Sends are batched. A value sent after a pause longer than BURST_GAP_S goes to the
+# kernel at once, by the calling thread. One sent sooner (a loop) joins a batch, which
+# the calling thread hands over once it holds BATCH_ITEMS values or BATCH_BYTES, and
+# the flusher thread FLUSH_DELAY_S after it began, for the tail of a burst. A loop of
+# sends then costs a few microseconds a value instead of a frame and a reply each, and
+# no thread hand-over per batch.
+BURST_GAP_S = 0.0002
+BATCH_ITEMS = 256
+BATCH_BYTES = 1024 * 1024
+FLUSH_DELAY_S = 0.001
+ITEM_ENVELOPE_BYTES = len('{"address":,"value":}')
 
 Callback = Callable[[str, Any], object]
 
@@ -83,8 +98,9 @@ class _Subscription:
 class CommsRuntime:
     """The program side of the address channel in one worker process.
 
-    ``send`` writes one frame to the kernel (thread-safe). ``log`` writes one line to the
-    kernel's log. ``reply_wait_s`` is the default bound on waits for the kernel.
+    ``send`` writes one frame to the kernel (thread-safe); ``send_encoded`` writes bytes
+    of encoded frames (default: decoded again and given to ``send``). ``log`` writes one
+    line to the kernel's log. ``reply_wait_s`` is the default bound on waits for the kernel.
     """
 
     def __init__(
@@ -92,8 +108,10 @@ class CommsRuntime:
         send: Callable[[frames._Frame], None],
         log: Callable[[str], None],
         reply_wait_s: float = REPLY_WAIT_S,
+        send_encoded: Callable[[bytes], None] | None = None,
     ) -> None:
-        self._send = send
+        self._send_frame = send
+        self._send_encoded = send_encoded or self._decode_and_send
         self._log = log
         self._reply_wait_s = reply_wait_s
         self._id_prefix = uuid.uuid4().hex[:8] + "-"
@@ -122,12 +140,24 @@ class CommsRuntime:
         # (a wake-up of two threads) when nothing arrived before it.
         self._pending = 0
         self._pending_lock = threading.Lock()
+        # The batch of sent values not yet handed to the kernel. ``_out_lock`` is held
+        # while any frame of this runtime is written, so a batch always goes out before
+        # the frames that follow it (a sync, a read, a subscription).
+        self._out_lock = threading.Lock()
+        self._flush_wanted = threading.Condition(self._out_lock)
+        self._batch: list[str] = []  # JSON texts of [address, value, size_bytes]
+        self._batch_address = ""  # the first one's, for error messages
+        self._batch_bytes = 0
+        self._batch_began_s = 0.0
+        self._last_flush_s = 0.0
+        self._flusher: threading.Thread | None = None
 
     # ------------------------------------------------------------------ wiring
 
     def install(self, shell: Any) -> None:
         """Make this runtime the one ``wrapperkernel.comms`` finds, and add ``%widgets``."""
         shell.wrapperkernel_comms = self
+        comms_module._installed = self
 
         def widgets(line: str = "") -> None:
             """Install the wrapperkernel page client now (see wrapperkernel.comms.start)."""
@@ -152,11 +182,32 @@ class CommsRuntime:
         self._raise_send_error()
         if not self._connected:
             self._start(None)
-        with self._lock:
-            request_id = self._new_request_id()
-            self._unwaited[request_id] = _Unwaited("send", self._epoch, address)
+        address_json = _address_json(address)
+        # The item's size on its way to the page, {"address":A,"value":V}, for pacing.
+        size = len(address_json) + len(json_text) + ITEM_ENVELOPE_BYTES
+        item = f"[{address_json},{json_text},{size}]"
+        with self._out_lock:
+            # A single dict store: atomic, so the reader thread may look at _latest under
+            # _lock meanwhile.
             self._latest[address] = _Latest(json_text, None)
-        self._send_unwaited(request_id, address, value)
+            batch = self._batch
+            batch.append(item)
+            self._batch_bytes += len(item)
+            if len(batch) == 1:
+                self._batch_address = address
+                now = self._batch_began_s = time.monotonic()
+                if now - self._last_flush_s > BURST_GAP_S:
+                    self._flush_locked()
+                else:
+                    self._ensure_flusher()
+                    self._flush_wanted.notify()
+            elif len(batch) >= BATCH_ITEMS or self._batch_bytes >= BATCH_BYTES:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        """Hand every value sent so far to the kernel (the worker does this after a cell)."""
+        with self._out_lock:
+            self._flush_locked()
 
     def subscribe(self, address: str, callback: Callback) -> int:
         _check_address(address)
@@ -357,6 +408,55 @@ class CommsRuntime:
     def _new_request_id(self) -> str:
         return self._id_prefix + str(next(self._request_ids))
 
+    # ------------------------------------------------------------------ frames out
+
+    def _send(self, frame: frames._Frame) -> None:
+        with self._out_lock:
+            self._flush_locked()
+            self._send_frame(frame)
+
+    def _flush_locked(self) -> None:
+        if not self._batch:
+            return
+        items, address = self._batch, self._batch_address
+        self._batch, self._batch_bytes = [], 0
+        self._last_flush_s = time.monotonic()
+        with self._lock:
+            request_id = self._new_request_id()
+            self._unwaited[request_id] = _Unwaited("send", self._epoch, address)
+        body = (f'{{"type":"comm_send_many","request_id":"{request_id}","items":['
+                + ",".join(items) + "]}").encode()
+        try:
+            self._send_encoded(encode_body(body, "comm_send_many"))
+        except BaseException:
+            with self._lock:
+                self._unwaited.pop(request_id, None)
+            raise
+
+    def _decode_and_send(self, data: bytes) -> None:
+        self._send_frame(frames.WORKER_TO_KERNEL.validate_json(data[4:]))
+
+    def _ensure_flusher(self) -> None:
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush_forever, name="comms-flusher",
+                                             daemon=True)
+            self._flusher.start()
+
+    def _flush_forever(self) -> None:
+        with self._out_lock:
+            while True:
+                while not self._batch:
+                    self._flush_wanted.wait()
+                wait_s = self._batch_began_s + FLUSH_DELAY_S - time.monotonic()
+                if wait_s > 0:
+                    self._flush_wanted.wait(wait_s)  # the sender may hand it over meanwhile
+                    continue
+                try:
+                    self._flush_locked()
+                except BaseException as error:  # noqa: BLE001 - the one catch-all of this loop
+                    # Only a kernel that is gone fails a write; the worker exits right after.
+                    self._log(f"sent values could not be handed to the kernel: {error!r}")
+
     def _start(self, timeout_s: float | None, *, retry: bool = False) -> None:
         """``retry``: an explicit start, which tries the install again after a failure;
         the implicit start before other calls fails fast while no page connects."""
@@ -421,6 +521,8 @@ class CommsRuntime:
             return error
 
     def _raise_send_error(self) -> None:
+        if self._send_error is None:  # the common case, without taking the lock
+            return
         error = self._take_send_error()
         if error is not None:
             raise CommsError(error)
@@ -464,10 +566,18 @@ def _check_address(address: object) -> None:
         )
 
 
+@functools.lru_cache(maxsize=1024)
+def _address_json(address: str) -> str:
+    return json.dumps(address)
+
+
+# allow_nan=False: NaN and Infinity are not JSON; pydantic would turn them into null.
+_ENCODER = json.JSONEncoder(allow_nan=False)
+
+
 def _json_text(address: str, value: Any) -> str:
-    # allow_nan=False: NaN and Infinity are not JSON; pydantic would turn them into null.
     try:
-        return json.dumps(value, allow_nan=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as error:
         raise TypeError(
             f"the value for {address!r} is not JSON-serialisable ({error}); send a dict, "

@@ -27,7 +27,10 @@ class Link:
         self._send_lock = threading.Lock()
 
     def send(self, frame: frames._Frame) -> None:
-        data = encode(frame)
+        self.send_encoded(encode(frame))
+
+    def send_encoded(self, data: bytes) -> None:
+        """Bytes of whole frames (``framing.encode`` / ``encode_body``)."""
         with self._send_lock:
             try:
                 self._sock.sendall(data)
