@@ -45,6 +45,7 @@ from wrapperkernel.comm.core import (
     ReplyToProgram,
     SendCommClose,
     SendCommMsg,
+    SendValues,
     StartTimer,
     State,
     TimerFired,
@@ -379,9 +380,9 @@ def test_send_many_sends_every_pair_in_order_with_one_reply():
     actions = core.handle(ProgramRequested(0.1, "r1", "send_many", None,
                                            [("/a", 0, 24), ("/b", None, 27), ("/a", {"x": [1]}, 32)]))
     assert actions == [
-        SendCommMsg("c1", {"address": "/a", "value": 0}, size_bytes=24),
-        SendCommMsg("c1", {"address": "/b", "value": None}, size_bytes=27),
-        SendCommMsg("c1", {"address": "/a", "value": {"x": [1]}}, size_bytes=32),
+        SendValues("c1", (({"address": "/a", "value": 0}, 24),
+                          ({"address": "/b", "value": None}, 27),
+                          ({"address": "/a", "value": {"x": [1]}}, 32))),
         ReplyToProgram("r1", True),
     ]
 
@@ -724,7 +725,8 @@ def check_step(core: CommCore, event: Event, before, actions: list[Action]) -> N
     assert all(isinstance(a, Action) for a in actions)
     check_state_invariants(core)
     # Only the current comm is ever written to.
-    assert all(a.comm_id == core.comm_id for a in actions if isinstance(a, SendCommMsg))
+    assert all(a.comm_id == core.comm_id for a in actions
+               if isinstance(a, (SendCommMsg, SendValues)))
     # Exactly-once replies: only pending requests are answered, and answered ones are done.
     pending_before = before[2]
     replied = [a.request_id for a in actions if isinstance(a, ReplyToProgram)]
@@ -787,6 +789,13 @@ class CommLifecycle(RuleBasedStateMachine):
                 self.values_sent_to_page.append(data["value"])
             if data.get("read_request") is True:
                 self.reads_seen_by_page.append(data["address"])
+        elif isinstance(action, SendValues):
+            assert action.comm_id not in self.dead_comms, action
+            assert action.comm_id == self.live_comm, action
+            assert action.items, "an empty SendValues"
+            for data, _size in action.items:
+                assert not data["address"].startswith("#"), action
+                self.values_sent_to_page.append(data["value"])
         elif isinstance(action, ReplyToProgram):
             assert action.request_id in self.requests, action
             self.replies[action.request_id] += 1

@@ -84,6 +84,18 @@ def test_consecutive_items_for_one_comm_are_coalesced_and_comms_are_not_mixed():
     assert next_due is None
 
 
+def test_push_many_queues_like_pushes_one_by_one():
+    one_by_one, many = Outbox(), Outbox()
+    pushed = [item("/a", n) for n in range(5)]
+    for data, size in pushed:
+        one_by_one.push("c1", data, size)
+    many.push_many("c1", pushed)
+    assert many.take(0.0) == one_by_one.take(0.0)
+    with pytest.raises(ValueError, match="size_bytes"):
+        many.push_many("c1", [({"address": "/a", "value": 1}, -1)])
+    assert len(many) == 0  # nothing of a refused batch is queued
+
+
 def test_ten_thousand_small_values_all_arrive_in_order_within_limits():
     outbox = Outbox(max_items_per_msg=1000, max_msgs_per_s=500, max_bytes_per_s=800_000)
     pushed = [item("/counter", n) for n in range(10_000)]

@@ -255,13 +255,21 @@ class EraseInstallScript(Action):
 @dataclass(frozen=True, slots=True)
 class SendCommMsg(Action):
     """comm_msg to the page. ``urgent`` marks protocol messages (ack, ping, pong) whose
-    timing matters: the outbox sends them ahead of queued values (see outbox.py).
-    ``size_bytes``: the data's JSON size if the program measured it already, else None."""
+    timing matters: the outbox sends them ahead of queued values (see outbox.py)."""
 
     comm_id: str
     data: dict[str, Any]
     urgent: bool = False
-    size_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendValues(Action):
+    """The values of one ``send_many``, in order, each as ``(data, size_bytes)``: the
+    comm_msg data the page gets and its JSON size as the program measured it. One action
+    for them all, so a batch costs the adapter one step, not one per value."""
+
+    comm_id: str
+    items: tuple[tuple[dict[str, Any], int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -780,8 +788,10 @@ class CommCore:
             self._send({"address": request.address, "value": request.value})
             self._reply(request, ok=True)
         elif request.op == "send_many":
-            for address, value, size_bytes in request.value:
-                self._send({"address": address, "value": value}, size_bytes=size_bytes)
+            if request.value:
+                self._actions.append(SendValues(self._open_comm(), tuple(
+                    ({"address": address, "value": value}, size_bytes)
+                    for address, value, size_bytes in request.value)))
             self._reply(request, ok=True)
         elif request.op == "read":
             self._send({"address": request.address, "read_request": True})
@@ -824,11 +834,13 @@ class CommCore:
             self._actions.append(EraseInstallScript(self._display_id))
             self._display_id = None
 
-    def _send(self, data: dict[str, Any], *, urgent: bool = False,
-              size_bytes: int | None = None) -> None:
+    def _send(self, data: dict[str, Any], *, urgent: bool = False) -> None:
+        self._actions.append(SendCommMsg(self._open_comm(data), data, urgent))
+
+    def _open_comm(self, data: Any = "values") -> str:
         if self._comm_id is None:
             raise CommStateError(f"no open comm to send {data!r} to")
-        self._actions.append(SendCommMsg(self._comm_id, data, urgent, size_bytes))
+        return self._comm_id
 
     def _reply(
         self, request: ProgramRequested, *, ok: bool, value: Any = None, error: str | None = None

@@ -1,7 +1,7 @@
 """Batching and pacing of comm messages to the page, so Jupyter Server never drops them.
 
-Owns: the queue between the comm core's ``SendCommMsg`` actions and the kernel's IOPub
-socket. It coalesces consecutive items for the same comm into one
+Owns: the queue between the comm core's ``SendCommMsg`` / ``SendValues`` actions and
+the kernel's IOPub socket. It coalesces consecutive items for the same comm into one
 ``{"batch": [item, ...]}`` message (DESIGN.md, "The address channel") and paces
 messages with two token buckets, one counting messages and one counting bytes.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +128,13 @@ class Outbox:
         if size_bytes < 0:
             raise ValueError(f"size_bytes must be >= 0, got {size_bytes}")
         (self._urgent if urgent else self._queue).append(_Item(comm_id, data, size_bytes))
+
+    def push_many(self, comm_id: str, items: Iterable[tuple[Any, int]]) -> None:
+        """``push`` for each ``(data, size_bytes)``, in order (not urgent)."""
+        queued = [_Item(comm_id, data, size_bytes) for data, size_bytes in items]
+        if any(item.size_bytes < 0 for item in queued):
+            raise ValueError("size_bytes must be >= 0")
+        self._queue.extend(queued)
 
     def message_cost_bytes(self, item_sizes: list[int]) -> int:
         """Bytes charged for one message carrying items of these sizes."""

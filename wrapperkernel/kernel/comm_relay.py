@@ -163,10 +163,11 @@ class CommRelay:
             self._perform(action)
 
     def _perform(self, action: c.Action) -> None:
-        if isinstance(action, c.SendCommMsg):
-            size = action.size_bytes
-            if size is None:
-                size = len(json.dumps(action.data, separators=(",", ":"), ensure_ascii=False))
+        if isinstance(action, c.SendValues):
+            self.outbox.push_many(action.comm_id, action.items)
+            self._schedule_flush(0.0)
+        elif isinstance(action, c.SendCommMsg):
+            size = len(json.dumps(action.data, separators=(",", ":"), ensure_ascii=False))
             self.outbox.push(action.comm_id, action.data, size, urgent=action.urgent)
             self._schedule_flush(0.0)
         elif isinstance(action, c.DeliverToProgram):

@@ -48,7 +48,7 @@ PRIVATE_PREFIX = "#"
 # sends then costs a few microseconds a value instead of a frame and a reply each, and
 # no thread hand-over per batch.
 BURST_GAP_S = 0.0002
-BATCH_ITEMS = 256
+BATCH_ITEMS = 1000
 BATCH_BYTES = 1024 * 1024
 FLUSH_DELAY_S = 0.001
 ITEM_ENVELOPE_BYTES = len('{"address":,"value":}')
@@ -151,6 +151,7 @@ class CommsRuntime:
         self._batch_began_s = 0.0
         self._last_flush_s = 0.0
         self._flusher: threading.Thread | None = None
+        self._flusher_parked = True  # waiting for a batch to begin, not sleeping to a due time
 
     # ------------------------------------------------------------------ wiring
 
@@ -198,7 +199,8 @@ class CommsRuntime:
                 now = self._batch_began_s = time.monotonic()
                 if now - self._last_flush_s > BURST_GAP_S:
                     self._flush_locked()
-                else:
+                elif self._flusher_parked:
+                    self._flusher_parked = False
                     self._ensure_flusher()
                     self._flush_wanted.notify()
             elif len(batch) >= BATCH_ITEMS or self._batch_bytes >= BATCH_BYTES:
@@ -443,14 +445,21 @@ class CommsRuntime:
             self._flusher.start()
 
     def _flush_forever(self) -> None:
-        with self._out_lock:
-            while True:
+        # While values keep coming it wakes once per FLUSH_DELAY_S, sleeping without the
+        # lock, so a sending loop is neither woken nor blocked by it; once no batch is
+        # open it parks until a sender opens one.
+        while True:
+            with self._out_lock:
                 while not self._batch:
+                    self._flusher_parked = True
                     self._flush_wanted.wait()
-                wait_s = self._batch_began_s + FLUSH_DELAY_S - time.monotonic()
-                if wait_s > 0:
-                    self._flush_wanted.wait(wait_s)  # the sender may hand it over meanwhile
-                    continue
+                due_s = self._batch_began_s + FLUSH_DELAY_S
+            wait_s = due_s - time.monotonic()
+            if wait_s > 0:
+                time.sleep(wait_s)
+            with self._out_lock:
+                if not self._batch or time.monotonic() < self._batch_began_s + FLUSH_DELAY_S:
+                    continue  # handed over by a sender meanwhile, or a newer batch
                 try:
                     self._flush_locked()
                 except BaseException as error:  # noqa: BLE001 - the one catch-all of this loop
