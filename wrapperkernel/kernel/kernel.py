@@ -267,6 +267,7 @@ class Kernel:
         # happen in parallel. Its output cannot overtake busy, since it arrives
         # through this same event loop later.
         self.worker.send(job.frame)
+        self.worker.flush()
         self._status("busy", request)
         frame = job.frame
         if isinstance(frame, frames.ExecuteFrame) and not frame.silent:

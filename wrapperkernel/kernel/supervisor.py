@@ -60,6 +60,10 @@ class WorkerSupervisor:
         # Frames for the next worker, sent while the previous one is gone and the new one
         # is not started yet (requests queued behind a crashed cell).
         self._held: list[bytes] = []
+        # Frames sent during one turn of the event loop go out in one write: a burst of
+        # page values costs one system call and one wake-up of the worker, not one each.
+        self._pending: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
 
     @property
     def pid(self) -> int | None:
@@ -89,13 +93,27 @@ class WorkerSupervisor:
         self._watch = asyncio.create_task(self._read(reader, self._process, self.generation))
 
     def send(self, frame: frames._Frame) -> None:
-        """Queue ``frame`` for the worker; a dead worker's frames are discarded by restart."""
+        """Queue ``frame`` for the worker: written at the end of this turn of the event
+        loop, or by ``flush``. A dead worker's frames are discarded by restart."""
         from wrapperkernel.channel.framing import encode
 
-        if self._writer is None or self._writer.is_closing():
-            self._held.append(encode(frame))
+        self._pending.append(encode(frame))
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the queued frames now (a request the worker should start on at once)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._pending:
             return
-        self._writer.write(encode(frame))
+        data = b"".join(self._pending)
+        self._pending.clear()
+        if self._writer is None or self._writer.is_closing():
+            self._held.append(data)
+            return
+        self._writer.write(data)
 
     def interrupt(self) -> None:
         if self._process and self._process.returncode is None:
@@ -147,6 +165,7 @@ class WorkerSupervisor:
         from wrapperkernel.channel.frames import ShutdownFrame
 
         self.send(ShutdownFrame())
+        self.flush()
         try:
             await asyncio.wait_for(process.wait(), STOP_GRACE_S)
         except asyncio.TimeoutError:
