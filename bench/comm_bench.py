@@ -43,6 +43,11 @@ END_MARKER = "<!-- comm-bench:end -->"
 K, B = "wrapperkernel", "python3"
 WAIT_S = 15.0  # longest single wait for one value / reply before it is called a hang
 BUSY_CELL_S = 90  # a "busy" cell ends by itself after this if the interrupt fails
+# Round-trip samples start at least this far apart (at most 250 a second), for every
+# kernel and path alike. The address channel paces its messages to the page at 500 a
+# second sustained (under Jupyter Server's IOPub limit of 1000), so back-to-back round
+# trips of about 1 ms would measure that pacing, not the latency.
+SAMPLE_GAP_S = 0.004
 
 # ---------------------------------------------------------------------- cell code
 
@@ -103,7 +108,7 @@ _c.start()
 def _bench_echo_cb(address, value):
     _c.send("/bench/echo/resp", value)
 _bench_echo_sub = _c.subscribe("/bench/echo/req", _bench_echo_cb)
-def _bench_rt(n):
+def _bench_rt(n, gap_s=0.0):
     samples = []
     with _c.listen("/echo/in") as listener:
         for i in range(n):
@@ -113,13 +118,14 @@ def _bench_rt(n):
             samples.append(_t.perf_counter() - t0)
             if v != i:
                 raise RuntimeError(f"round trip {i}: got {v!r}")
+            _t.sleep(max(0.0, t0 + gap_s - _t.perf_counter()))
     return samples
-def _bench_rt_busy(n, limit_s):
+def _bench_rt_busy(n, limit_s, gap_s=0.0):
     box = {}
     done = _th.Event()
     def run():
         try:
-            box["s"] = _bench_rt(n)
+            box["s"] = _bench_rt(n, gap_s)
         except BaseException as error:
             box["e"] = repr(error)
         finally:
@@ -171,6 +177,10 @@ def _bench_wslider_changes(n, base):
             _c.send("/bench/w/ack", v)
 print(_j.dumps({"slider_address": _bench_wslider.address}))
 '''
+
+
+def _sleep_until(deadline: float) -> None:
+    time.sleep(max(0.0, deadline - time.perf_counter()))
 
 
 def log(text: str) -> None:
@@ -290,6 +300,7 @@ class Run:
             if value != i:
                 raise BenchFailure(f"address-channel echo {i}: got {value!r}")
             out.append(t1 - t0)
+            _sleep_until(t0 + SAMPLE_GAP_S)
         return out
 
     def comm_echo(self, name: str, n: int, cid: str) -> list[float]:
@@ -302,6 +313,7 @@ class Run:
             if data != {"i": i}:
                 raise BenchFailure(f"comm echo {i}: got {data!r}")
             out.append(t1 - t0)
+            _sleep_until(t0 + SAMPLE_GAP_S)
         return out
 
     def open_echo(self, name: str) -> str:
@@ -322,7 +334,8 @@ class Run:
         self.guard(K, "warm-up", lambda: (nbk.run("_bench_rt(50)"), self.page_echo(50)))
         for block in range(a.rt_n // a.block):
             self.guard(K, "program round trip (idle)", lambda: self.add(
-                "k_prog_idle", _json_line(nbk.run(f"print(_j.dumps(_bench_rt({a.block})))", 60))))
+                "k_prog_idle", _json_line(nbk.run(
+                    f"print(_j.dumps(_bench_rt({a.block}, {SAMPLE_GAP_S})))", 60))))
             self.guard(K, "address echo (idle)", lambda: self.add("k_page_idle", self.page_echo(a.block)))
             for name, key in ((K, "k_relay_idle"), (B, "b_comm_idle")):
                 if name in cids:
@@ -337,13 +350,14 @@ class Run:
         for _block in range(a.rt_n // a.block):
             self.guard(K, "program round trip (main thread busy)", lambda: self.add(
                 "k_prog_busy", _json_line(nbk.run(
-                    f"print(_j.dumps(_bench_rt_busy({a.block}, {BUSY_CELL_S})))", BUSY_CELL_S + 30))))
+                    f"print(_j.dumps(_bench_rt_busy({a.block}, {BUSY_CELL_S}, {SAMPLE_GAP_S})))",
+                    BUSY_CELL_S + 30))))
         # Diagnostic: the same with Python's default 5 ms GIL switch interval instead of
         # the worker's own (WRAPPERKERNEL_SWITCH_INTERVAL_S).
         self.guard(K, "program round trip (main thread busy, switch interval 5 ms)", lambda: self.add(
             "k_prog_busy_si", _json_line(nbk.run(
                 "import sys as _sys\n_si = _sys.getswitchinterval()\n_sys.setswitchinterval(0.005)\n"
-                f"try:\n    print(_j.dumps(_bench_rt_busy({a.block}, {BUSY_CELL_S})))\n"
+                f"try:\n    print(_j.dumps(_bench_rt_busy({a.block}, {BUSY_CELL_S}, {SAMPLE_GAP_S})))\n"
                 "finally:\n    _sys.setswitchinterval(_si)", BUSY_CELL_S + 30))))
         log("program round trips with a busy main thread done")
         cid = self.echo_cids.get(K)
@@ -679,7 +693,12 @@ def render(run: Run, meta: dict[str, Any]) -> str:
            "with comm_open, as the JS client does); the *client* is a jupyter_client connection "
            "like the notebook's own. Client-side times are taken with `time.perf_counter()` on "
            "receipt by the reader thread; program-side times inside the cell. p99 is nearest-rank "
-           "(with < 100 samples it is the maximum).", "",
+           "(with < 100 samples it is the maximum). Round-trip samples start at least "
+           f"{SAMPLE_GAP_S * 1e3:g} ms apart (at most {1 / SAMPLE_GAP_S:g}/s), for every kernel and "
+           "path: the address channel paces its messages to the page at 500/s sustained (under "
+           "Jupyter Server's IOPub limit of 1000/s), so back-to-back round trips would measure "
+           "that pacing instead of the latency; the throughput rows show what batching does "
+           "with the same budget.", "",
            "- *program → page → program*: the cell does `comms.send('/echo/out', i)` then "
            "`listen('/echo/in').get()`; the page echoes from its reader thread. *Busy*: the round "
            "trips run on a thread started by the cell while the cell's main thread spins in a "
