@@ -353,9 +353,10 @@ def wait_lab_ready(page: Page, timeout_s: float = LAB_LOAD_TIMEOUT_S) -> None:
 
 
 def launcher_card(page: Page, display_name: str, category: str = "Notebook") -> Locator:
-    """The launcher card of a kernel (``category`` is "Notebook" or "Console")."""
-    return page.locator(
-        f'{LAUNCHER} .jp-LauncherCard[data-category="{category}"][title={json.dumps(display_name)}]'
+    """The launcher card of a kernel (``category`` is "Notebook" or "Console"), in the
+    visible launcher: a launcher in a background tab has the same cards."""
+    return page.locator(LAUNCHER).filter(visible=True).first.locator(
+        f'.jp-LauncherCard[data-category="{category}"][title={json.dumps(display_name)}]'
     )
 
 
