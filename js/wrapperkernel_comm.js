@@ -13,7 +13,8 @@
  *
  * Must never: build the URL from ws:// + host (https and JupyterHub base URLs must
  * work); treat 0, false, "" or null as "no value" (only undefined is); send anything
- * after close(); let one subscriber's exception stop delivery to the others.
+ * on a socket after close() (a channel replaced for the same kernel passes later sends
+ * to its successor); let one subscriber's exception stop delivery to the others.
  */
 (function () {
   "use strict";
@@ -378,6 +379,9 @@
     let outbox = []; // [{json, bytes}] waiting for the ack or the next microtask
     let flushScheduled = false;
     const pendingPings = new Map(); // ping value -> {resolve, timer}
+    // The channel that replaced this one for the same kernel. Page code that kept this
+    // channel (a script that awaited its `ready`) goes on working through it.
+    let successor = null;
     let resolveReady;
     let rejectReady;
     const ready = new Promise((resolve, reject) => {
@@ -441,7 +445,11 @@
       if (state === "closed") return;
       const acked = state === "open";
       state = "closed";
-      if (outbox.length > 0) {
+      if (outbox.length > 0 && successor !== null) {
+        for (const entry of outbox) successor._enqueueJson("(handed over)", entry.json);
+        debug(`${reason}; handed ${outbox.length} queued message(s) to the new channel`);
+        outbox = [];
+      } else if (outbox.length > 0) {
         d.console.warn(`wrapperkernel_comm: ${reason}; dropped ${outbox.length} queued message(s)`);
         outbox = [];
       }
@@ -450,7 +458,11 @@
         pending.resolve(false);
       }
       pendingPings.clear();
-      if (!acked) rejectReady(new Error(`wrapperkernel_comm: ${reason} before the kernel acknowledged`));
+      if (!acked && successor !== null) {
+        successor.ready.then(resolveReady, rejectReady);
+      } else if (!acked) {
+        rejectReady(new Error(`wrapperkernel_comm: ${reason} before the kernel acknowledged`));
+      }
       if (socket !== null && socket.readyState <= WS_OPEN) {
         try {
           socket.close();
@@ -568,7 +580,13 @@
 
     function send(address, value) {
       checkAddress(address);
+      if (state === "closed" && successor !== null) return successor.send(address, value);
       return enqueueValue(address, value);
+    }
+
+    // Called by install() before it closes this channel in favour of `next`.
+    function handOver(next) {
+      if (successor === null && next !== channel) successor = next;
     }
 
     function subscribe(address, callback) {
@@ -643,6 +661,8 @@
       close: close,
     };
     Object.defineProperty(channel, "_registry", { value: registry, enumerable: false });
+    Object.defineProperty(channel, "_handOver", { value: handOver, enumerable: false });
+    Object.defineProperty(channel, "_enqueueJson", { value: enqueueJson, enumerable: false });
     registry.channel = channel;
 
     try {
@@ -671,21 +691,24 @@
   // Creates globalThis.wrapperkernel_comm, closing the previous one first. `deps`
   // replaces globals for tests: {global, WebSocket, document, location, crypto, console,
   // queueMicrotask, setTimeout, clearTimeout, now}.
+  // For the same kernel, the new channel adopts the previous one's registry, and the
+  // previous one hands over to it: its queued values, its `ready`, and later `send`s.
   function install(config, deps) {
     const d = resolveDeps(deps);
     const previous = d.global.wrapperkernel_comm;
-    let registry = null;
-    if (previous !== undefined && previous !== null && typeof previous.close === "function") {
-      if (previous._registry !== undefined && config && previous.kernelId === config.kernel_id) {
-        registry = previous._registry;
-      }
+    const replaceable =
+      previous !== undefined && previous !== null && typeof previous.close === "function";
+    const sameKernel =
+      replaceable && previous._registry !== undefined && config && previous.kernelId === config.kernel_id;
+    const channel = createChannel(config, d, sameKernel ? previous._registry : createRegistry());
+    if (replaceable) {
       try {
+        if (sameKernel && typeof previous._handOver === "function") previous._handOver(channel);
         previous.close();
       } catch (err) {
         d.console.error("wrapperkernel_comm: closing the previous instance failed", err);
       }
     }
-    const channel = createChannel(config, d, registry === null ? createRegistry() : registry);
     d.global.wrapperkernel_comm = channel;
     return channel;
   }

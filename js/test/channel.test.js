@@ -506,6 +506,48 @@ test("reinstall closes the previous instance and keeps subscriptions for the sam
   assert.deepEqual(got, [["/keep", "still here"]]);
 });
 
+test("a channel replaced before its ack hands over its queued values, its ready and later sends", async () => {
+  const h = start();
+  const kept = h.channel; // what a page script captured: `const comm = globalThis.wrapperkernel_comm`
+  h.socket.serverOpens();
+  assert.equal(kept.send("/queued", 1), true); // waits for the ack that never comes
+  let readyValue = "pending";
+  kept.ready.then((v) => (readyValue = v), (e) => (readyValue = e));
+
+  const next = wk.install({ kernel_id: KERNEL }, h.deps);
+  assert.equal(kept.state, "closed");
+  await tick();
+  assert.equal(readyValue, "pending"); // follows the new channel, not rejected
+  assert.equal(kept.send("/later", 2), true);
+  assert.equal(h.logs.warn.length, 0); // nothing dropped
+
+  const socket2 = h.sockets[1];
+  socket2.serverOpens();
+  socket2.serverSends(fromKernel(next.commId, { address: "#comm_open_ack", value: true }));
+  await tick();
+  assert.notEqual(readyValue, "pending");
+  assert.ok(!(readyValue instanceof Error), String(readyValue));
+  const values = socket2.commMsgData().flatMap((data) => data.batch || [data]);
+  assert.deepEqual(values, [
+    { address: "/queued", value: 1 },
+    { address: "/later", value: 2 },
+  ]);
+  assert.deepEqual(h.socket.commMsgData(), []); // the old socket never carried them
+});
+
+test("a channel replaced for another kernel hands over nothing", async () => {
+  const h = start();
+  const kept = h.channel;
+  h.socket.serverOpens();
+  let rejected = null;
+  kept.ready.catch((e) => (rejected = e));
+  wk.install({ kernel_id: "another-kernel" }, h.deps);
+  await tick();
+  assert.match(String(rejected), /before the kernel acknowledged/);
+  assert.equal(kept.send("/x", 1), false);
+  assert.equal(h.logs.warn.length, 1);
+});
+
 test("a websocket that cannot be created leaves a closed channel and a logged error", () => {
   const page = makePage();
   page.deps.WebSocket = class {
