@@ -92,6 +92,13 @@ def test_the_parent_header_is_sent_as_the_bytes_that_arrived() -> None:
     assert json.loads(other[parent_frame])["msg_type"] == "other"
 
 
+def test_a_parent_header_of_any_shape_is_packed() -> None:
+    _, codec, _ = pair()
+    for parent in ({"msg_id": {"not": "a string"}}, {"msg_id": ["x"]}, {"no_id": 1}):
+        frames = codec.encode("status", {"execution_state": "idle"}, parent)
+        assert json.loads(frames[frames.index(DELIM) + 3]) == parent
+
+
 def test_message_ids_are_unique() -> None:
     _, codec, _ = pair()
     ids = {json.loads(codec.encode("status", {}, None)[2])["msg_id"] for _ in range(100)}

@@ -125,7 +125,8 @@ class WireCodec:
     def _pack_parent(self, parent: dict[str, Any] | None) -> bytes:
         if not parent:
             return EMPTY
-        kept = self._packed_parents.get(parent.get("msg_id", ""))
+        msg_id = parent.get("msg_id")
+        kept = self._packed_parents.get(msg_id) if isinstance(msg_id, str) else None
         if kept is not None and kept[0] is parent:
             return kept[1]
         return _dump(parent)
