@@ -335,6 +335,35 @@ def test_send_rejects_values_that_are_not_json(kernel: FakeKernel, value: Any) -
     assert kernel.frames == []
 
 
+# In Python "\ud83d\ude00" is two lone surrogates, not the emoji "😀" that JSON's escape
+# pair stands for.
+@pytest.mark.parametrize(
+    "value", ["\ud800", ["ok", {"k": "x\udfffy"}], {"\ud83d": 1}, "\ud83d\ude00"]
+)
+def test_send_rejects_lone_surrogates_which_utf8_cannot_carry(
+    started: FakeKernel, value: Any
+) -> None:
+    with pytest.raises(TypeError, match="'/a' holds a string with a lone surrogate"):
+        started.runtime.send("/a", value)
+    started.runtime.flush()
+    assert started.sent() == []  # the batch frame stays valid JSON for the kernel
+
+
+def test_surrogate_pairs_and_other_unicode_are_sent_unchanged(started: FakeKernel) -> None:
+    values = ["😀", {"ключ": "値"}, "\u2028", "\U0001f600x"]
+    for value in values:
+        started.runtime.send("/a", value)
+    started.runtime.send("/адрес", 1)
+    started.runtime.flush()
+    assert started.sent() == [("/a", value) for value in values] + [("/адрес", 1)]
+
+
+def test_an_address_with_a_lone_surrogate_is_rejected(kernel: FakeKernel) -> None:
+    with pytest.raises(ValueError, match="lone surrogate"):
+        kernel.runtime.send("/a\udc80", 1)
+    assert kernel.frames == []
+
+
 def test_circular_values_are_rejected(kernel: FakeKernel) -> None:
     loop: list[Any] = []
     loop.append(loop)

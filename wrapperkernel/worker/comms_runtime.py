@@ -568,6 +568,13 @@ def _check_address(address: object) -> None:
         raise TypeError(f"address must be a str, got {type(address).__name__}")
     if not address:
         raise ValueError("address must be a non-empty string, like '/plot/points'")
+    if not address.isascii():
+        try:
+            address.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"address {address!r} holds a lone surrogate, which has no UTF-8 form"
+            ) from None
     if address.startswith(PRIVATE_PREFIX):
         raise ValueError(
             f"address {address!r} starts with '#', which is reserved for the wrapperkernel "
@@ -586,12 +593,22 @@ _ENCODER = json.JSONEncoder(allow_nan=False)
 
 def _json_text(address: str, value: Any) -> str:
     try:
-        return _ENCODER.encode(value)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as error:
         raise TypeError(
             f"the value for {address!r} is not JSON-serialisable ({error}); send a dict, "
             "list, str, int, finite float, bool or None, e.g. convert with .tolist() or str()."
         ) from None
+    if "\\ud" in text:  # an escaped surrogate: a pair (fine) or a lone one (not UTF-8)
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise TypeError(
+                f"the value for {address!r} holds a string with a lone surrogate "
+                "(such as '\\ud800'), which has no UTF-8 form; fix the text, e.g. "
+                "text.encode('utf-8', 'replace').decode()."
+            ) from None
+    return text
 
 
 def _report_callback_error(subscription: _Subscription, error: BaseException) -> None:
