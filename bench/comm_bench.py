@@ -43,11 +43,11 @@ END_MARKER = "<!-- comm-bench:end -->"
 K, B = "wrapperkernel", "python3"
 WAIT_S = 15.0  # longest single wait for one value / reply before it is called a hang
 BUSY_CELL_S = 90  # a "busy" cell ends by itself after this if the interrupt fails
-# Round-trip samples start at least this far apart (at most 250 a second), for every
-# kernel and path alike. The address channel paces its messages to the page at 500 a
-# second sustained (under Jupyter Server's IOPub limit of 1000), so back-to-back round
-# trips of about 1 ms would measure that pacing, not the latency.
-SAMPLE_GAP_S = 0.004
+# Round-trip samples start at least this far apart (``--gap-ms``), for every kernel and
+# path alike; 0 means back to back. The address channel paces its messages to the page
+# at 500 a second sustained with bursts of 1000 (under Jupyter Server's IOPub limit),
+# so a block of more than a thousand back-to-back samples would meet that pacing.
+SAMPLE_GAP_S = 0.0
 
 # ---------------------------------------------------------------------- cell code
 
@@ -693,12 +693,14 @@ def render(run: Run, meta: dict[str, Any]) -> str:
            "with comm_open, as the JS client does); the *client* is a jupyter_client connection "
            "like the notebook's own. Client-side times are taken with `time.perf_counter()` on "
            "receipt by the reader thread; program-side times inside the cell. p99 is nearest-rank "
-           "(with < 100 samples it is the maximum). Round-trip samples start at least "
-           f"{SAMPLE_GAP_S * 1e3:g} ms apart (at most {1 / SAMPLE_GAP_S:g}/s), for every kernel and "
-           "path: the address channel paces its messages to the page at 500/s sustained (under "
-           "Jupyter Server's IOPub limit of 1000/s), so back-to-back round trips would measure "
-           "that pacing instead of the latency; the throughput rows show what batching does "
-           "with the same budget.", "",
+           "(with < 100 samples it is the maximum). "
+           + (f"Round-trip samples start at least {SAMPLE_GAP_S * 1e3:g} ms apart, for every "
+              "kernel and path. " if SAMPLE_GAP_S > 0 else
+              "Round-trip samples run back to back, in blocks, for every kernel and path; the "
+              "address channel's pacing (500 messages/s, bursts of 1000) is not reached by a "
+              "block. ")
+           + "`--gap-ms` spaces them (then processes go idle between samples and each "
+           "wake-up costs more on this VM, for every kernel).", "",
            "- *program → page → program*: the cell does `comms.send('/echo/out', i)` then "
            "`listen('/echo/in').get()`; the page echoes from its reader thread. *Busy*: the round "
            "trips run on a thread started by the cell while the cell's main thread spins in a "
@@ -862,7 +864,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", dest="json_path", help="also write the raw samples here")
     parser.add_argument("--limit", type=float, default=900.0,
                         help="seconds after which a watchdog kills everything and exits")
+    parser.add_argument("--gap-ms", type=float, default=0.0,
+                        help="least time between the starts of two round-trip samples")
     args = parser.parse_args(argv)
+    global SAMPLE_GAP_S
+    SAMPLE_GAP_S = max(0.0, args.gap_ms / 1e3)
     args.rt_n = 200 if args.quick else 1000
     args.block = 100 if args.quick else 200
     args.tp_sizes = [10_000] if args.quick else [10_000, 50_000]

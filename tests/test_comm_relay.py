@@ -577,3 +577,48 @@ def test_output_widget_captures_prints_of_the_cell(
     # request's msg_id (as with ipykernel).
     page.find_comm("comm_msg", opened["content"]["comm_id"], mark,
                    lambda c: c["data"].get("state", {}).get("msg_id") == cell, timeout=5)
+
+
+# ---------------------------------------------------------------------- "ok" replies to batches
+
+
+class RecordingWorker:
+    def __init__(self) -> None:
+        self.frames: list[Any] = []
+
+    def send(self, frame: Any) -> None:
+        self.frames.append(frame)
+
+
+def test_ok_for_a_batch_of_sends_rides_with_the_next_frame_and_errors_go_at_once() -> None:
+    import asyncio
+
+    from wrapperkernel.channel import frames
+    from wrapperkernel.kernel import comm_relay
+
+    async def scenario() -> None:
+        worker = RecordingWorker()
+        relay = comm_relay.CommRelay(transport=None, worker=worker, kernel_id="k")  # type: ignore[arg-type]
+        ok = frames.CommReplyFrame(request_id="b1", ok=True)
+        relay._send_many_ids.update({"b1", "b2", "b3"})
+        relay._reply_to_program(ok)
+        assert worker.frames == []  # held: the program does not wait for it
+        value = frames.CommValueFrame(address="/a", value=1)
+        relay._to_worker(value)
+        assert worker.frames == [ok, value]  # released first, in order
+
+        failed = frames.CommReplyFrame(request_id="b2", ok=False, error="no page")
+        relay._reply_to_program(failed)
+        assert worker.frames[-1] == failed  # a failure is never held back
+
+        late = frames.CommReplyFrame(request_id="b3", ok=True)
+        relay._reply_to_program(late)
+        assert worker.frames[-1] == failed
+        await asyncio.sleep(comm_relay.OK_REPLY_DELAY_S * 3)
+        assert worker.frames[-1] == late  # nothing else came: the timer sent it
+
+        sync_ok = frames.CommReplyFrame(request_id="s1", ok=True)
+        relay._reply_to_program(sync_ok)
+        assert worker.frames[-1] == sync_ok  # not a batch: at once
+
+    asyncio.run(scenario())

@@ -87,7 +87,8 @@ class Outbox:
         max_msgs_per_s: float = 500.0,
         max_bytes_per_s: float = 4_000_000.0,
         per_msg_overhead_bytes: int = 1_000,
-        burst_s: float = 0.5,
+        burst_s: float = 2.0,
+        byte_burst_s: float = 0.5,
     ) -> None:
         for name, number in [
             ("max_items_per_msg", max_items_per_msg),
@@ -95,6 +96,7 @@ class Outbox:
             ("max_msgs_per_s", max_msgs_per_s),
             ("max_bytes_per_s", max_bytes_per_s),
             ("burst_s", burst_s),
+            ("byte_burst_s", byte_burst_s),
         ]:
             if not (math.isfinite(number) and number > 0):
                 raise ValueError(f"{name} must be a positive number, got {number!r}")
@@ -104,9 +106,14 @@ class Outbox:
         self.max_bytes_per_msg = max_bytes_per_msg
         self.per_msg_overhead_bytes = per_msg_overhead_bytes
         # A burst is at least one full message, or a full message could never go out.
+        # Messages: 2 s worth by default, so at most 1000 + 500 * 3 = 2500 fall in the
+        # server's 3 s window (its limit is 3000), and a page and program answering
+        # each other one value at a time (a round trip takes about 1 ms) are not
+        # slowed down before a thousand round trips.
         self._msgs = _Bucket(max_msgs_per_s, max(1.0, max_msgs_per_s * burst_s))
         largest_msg_bytes = max_bytes_per_msg + self._envelope_bytes(max_items_per_msg)
-        self._bytes = _Bucket(max_bytes_per_s, max(largest_msg_bytes, max_bytes_per_s * burst_s))
+        self._bytes = _Bucket(max_bytes_per_s,
+                              max(largest_msg_bytes, max_bytes_per_s * byte_burst_s))
         self._queue: deque[_Item] = deque()
         self._urgent: deque[_Item] = deque()
         self._last_s: float | None = None
