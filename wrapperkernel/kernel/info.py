@@ -7,7 +7,8 @@ import sys
 from typing import Any
 
 from wrapperkernel import __version__
-from wrapperkernel.wire.codec import PROTOCOL_VERSION
+
+PROTOCOL_VERSION = "5.5"
 
 
 def kernel_info_content() -> dict[str, Any]:

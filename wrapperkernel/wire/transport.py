@@ -1,8 +1,9 @@
 """The kernel's five zmq sockets on asyncio, signing through ``jupyter_client.Session``.
 
-Messages are encoded and decoded by ``codec.WireCodec`` (signatures by the ``Session``).
-A message with a bad signature or that cannot be parsed is logged and dropped here; the
-kernel's handlers only ever see well-formed, signed messages.
+Messages are (de)serialised and signed by ``Session.serialize`` / ``Session.deserialize``
+and sent with plain non-blocking sends: ``Session.send`` on an asyncio socket would send
+synchronously. A message with a bad signature or that cannot be parsed is logged and
+dropped here; the kernel's handlers only ever see well-formed, signed messages.
 
 IOPub is an XPUB socket (JEP 65): each new subscriber gets an ``iopub_welcome`` message,
 so a client knows when it starts receiving. The heartbeat echoes on its own thread, so a
@@ -20,7 +21,6 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from wrapperkernel.wire.codec import WireCodec
 from wrapperkernel.wire.connection import ConnectionInfo
 
 log = logging.getLogger("wrapperkernel.wire")
@@ -59,7 +59,6 @@ class Transport:
     def __init__(self, info: ConnectionInfo, session: Any) -> None:
         self.info = info
         self.session = session
-        self.codec = WireCodec(session)
         self._context = zmq.asyncio.Context()
         self._sockets: dict[str, zmq.asyncio.Socket] = {}
         # Plain sockets sharing each asyncio socket's zmq socket, for sending: see send_msg.
@@ -102,8 +101,9 @@ class Transport:
         while True:
             frames = await sock.recv_multipart(copy=True)
             try:
-                idents, msg = self.codec.decode(frames)
-            except ValueError as error:
+                idents, parts = self.session.feed_identities(frames, copy=True)
+                msg = self.session.deserialize(parts, content=True, copy=True)
+            except (ValueError, TypeError, KeyError, IndexError) as error:
                 # Bad or duplicate signature, too few frames, no delimiter, bad JSON.
                 log.warning("dropped a message on %s: %s", channel, error)
                 continue
@@ -137,7 +137,10 @@ class Transport:
         metadata: dict[str, Any] | None = None,
         buffers: list[bytes] | None = None,
     ) -> None:
-        frames = self.codec.encode(msg_type, content, parent, idents, metadata, buffers)
+        msg = self.session.msg(msg_type, content, parent=parent or {}, metadata=metadata)
+        frames = self.session.serialize(msg, ident=idents)
+        if buffers:
+            frames = frames + list(buffers)
         # ROUTER and XPUB sockets never block a sender, so a non-blocking send from the
         # loop's thread is safe. It goes through a plain socket: the asyncio socket would
         # make a future for every part of every message (a third of the kernel's CPU).
