@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from wrapperkernel.cli import RESOURCE_FILES, kernelspec_source
+from wrapperkernel.comm.page_script import js_path
 
 COMMAND_TIMEOUT_S = 120
 LOGOS = [name for name in RESOURCE_FILES if name.startswith("logo-")]
@@ -42,6 +43,8 @@ def test_install_writes_a_kernelspec_jupyter_finds(tmp_path: Path) -> None:
     assert len(LOGOS) == 3
     for logo in LOGOS:
         assert (folder / logo).read_bytes() == (kernelspec_source() / logo).read_bytes()
+    # The page client, served as a kernelspec resource for widgets in a reloaded page.
+    assert (folder / "wrapperkernel_comm.js").read_text() == js_path().read_text()
 
     found = kernelspecs(tmp_path)
     assert "wk-test" in found

@@ -40,7 +40,7 @@ def connected(kernel_env: Path) -> Iterator[PageKernel]:
 
 
 TARGET = "wrapperkernel_comm"
-INSTALL_MARK = "wrapperkernel_comm_install("
+INSTALL_MARK = "wrapperkernel_comm_install({"  # the kernel's call, with its literal config
 NO_PAGE = "No page connected to the wrapperkernel comm channel"
 NO_PAGE_TIMEOUT_S = 3.0  # WAIT_FOR_CONNECTION_S, DESIGN.md lifecycle step 4
 

@@ -53,6 +53,8 @@ SHOW_WIDGETS = """\
 from wrapperkernel import widgets
 slider = widgets.Slider(0, 10, value=2, label="Speed")
 button = widgets.Button("Stop")
+from_page = []
+slider.observe(from_page.append)
 slider.display()
 button.display()"""
 
@@ -180,8 +182,16 @@ def test_running_loop_sees_slider_and_button_and_reload_shows_the_saved_slider(
     expect(first.locator(".wk-slider")).to_have_attribute("data-wk-value", "9")
     expect(first.locator(".wk-button button")).to_have_attribute("data-wk-clicks", "1")
 
-    # The kernel kept running: once a cell uses the channel again, the page client is
-    # installed anew and the reloaded widgets bind to it and follow the program again.
+    # The kernel kept running. Without any cell, the reloaded widgets install the page
+    # client themselves (from the kernelspec folder the server serves), so the program
+    # follows the page between cells too: the slider's observer runs.
+    wait_page_client(page)
+    first.locator(".wk-slider input[type=range]").fill("5")
+    run_cell_at_end(page, "print('seen after reload', slider.value, from_page[-1:])")
+    expect(cells(page).nth(cells(page).count() - 2).locator(OUTPUT)).to_have_text(
+        "seen after reload 5 [5]", timeout=WAIT_MS)
+
+    # And the program drives the reloaded widget.
     run_cell_at_end(page, "slider.value = 4")
     expect(first.locator(".wk-slider output")).to_have_text("4", timeout=WAIT_MS)
     expect(first.locator(".wk-slider input[type=range]")).to_have_value("4")

@@ -20,6 +20,8 @@ from wrapperkernel.comm.core import HEARTBEAT_TIMEOUT_S
 
 JS_FILE_NAME = "wrapperkernel_comm.js"
 INSTALLER_NAME = "wrapperkernel_comm_install"
+# The install config as JSON, set by the kernel for its worker (see install_config).
+WORKER_ENV = "WRAPPERKERNEL_PAGE_CLIENT"
 
 # Inside <script>, "</script" ends the element and "<!--" changes how the browser
 # tokenizes what follows; escaping these characters in JSON keeps the same value.
@@ -30,11 +32,7 @@ def render_install_html(
     kernel_id: str, *, debug: bool = False, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
 ) -> str:
     """The ``text/html`` of the install display: the JS client plus its installer call."""
-    config = {
-        "kernel_id": kernel_id,
-        "debug": debug,
-        "heartbeat_timeout_ms": round(heartbeat_timeout_s * 1000),
-    }
+    config = install_config(kernel_id, debug=debug, heartbeat_timeout_s=heartbeat_timeout_s)
     config_json = json.dumps(config, ensure_ascii=True).translate(_SCRIPT_SAFE)
     return (
         '<script type="text/javascript">\n'
@@ -44,17 +42,30 @@ def render_install_html(
     )
 
 
-@functools.cache
-def _js_source() -> str:
-    # An installed wheel carries the file in wrapperkernel/_static (pyproject's
-    # force-include); an editable install reads it from the repository's js/ folder.
+def install_config(
+    kernel_id: str, *, debug: bool = False, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
+) -> dict[str, object]:
+    """The argument of ``wrapperkernel_comm_install``. Widget outputs carry it too, so
+    that after a page reload they can install the client themselves (widgets/page.js)."""
+    return {
+        "kernel_id": kernel_id,
+        "debug": debug,
+        "heartbeat_timeout_ms": round(heartbeat_timeout_s * 1000),
+    }
+
+
+def js_path() -> Path:
+    """The page client's file: in wrapperkernel/_static in an installed wheel (pyproject's
+    force-include), in the repository's js/ folder for an editable install."""
     packaged = importlib.resources.files("wrapperkernel") / "_static" / JS_FILE_NAME
     if packaged.is_file():
-        source = packaged.read_text(encoding="utf-8")
-    else:
-        source = (Path(__file__).resolve().parents[2] / "js" / JS_FILE_NAME).read_text(
-            encoding="utf-8"
-        )
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "js" / JS_FILE_NAME
+
+
+@functools.cache
+def _js_source() -> str:
+    source = js_path().read_text(encoding="utf-8")
     lowered = source.lower()
     if "</script" in lowered or "<!--" in lowered:
         raise RuntimeError(f"{JS_FILE_NAME} must not contain '</script' or '<!--'")

@@ -109,7 +109,18 @@ async def serve(connection_file: str) -> int:
     except asyncio.TimeoutError:
         log.debug("no kernel_info_request yet; loading the kernel anyway")
     # Now the worker: started earlier, it would compete for the CPU with the imports
-    # above on a two-core machine and delay the first answer.
+    # above on a two-core machine and delay the first answer. Its widgets carry the page
+    # client's install config, to install it themselves in a reloaded page.
+    import json
+
+    from wrapperkernel.comm.page_script import WORKER_ENV, install_config
+
+    kernel_id = kernel_id_from_connection_file(connection_file)
+    timings = comm_timings_from_environment(dict(os.environ))
+    debug = os.environ.get("WRAPPERKERNEL_COMM_DEBUG", "") not in ("", "0")
+    client = install_config(kernel_id, debug=debug,
+                            heartbeat_timeout_s=timings.heartbeat_timeout_s)  # type: ignore[attr-defined]
+    supervisor.env = {**os.environ, WORKER_ENV: json.dumps(client)}
     await supervisor.start()
 
     # The rest of the kernel: request handlers, frames, the comm machinery.
@@ -121,10 +132,10 @@ async def serve(connection_file: str) -> int:
     kernel.comms = CommRelay(
         transport,
         supervisor,
-        kernel_id=kernel_id_from_connection_file(connection_file),
+        kernel_id=kernel_id,
         current_parent=kernel.current_parent,
-        timings=comm_timings_from_environment(dict(os.environ)),
-        debug=os.environ.get("WRAPPERKERNEL_COMM_DEBUG", "") not in ("", "0"),
+        timings=timings,  # type: ignore[arg-type]
+        debug=debug,
     )
     for frame in early_frames:
         kernel.on_worker_frame(frame)

@@ -51,7 +51,7 @@ class WorkerSupervisor:
     ) -> None:
         self._on_frame = on_frame
         self._on_exit = on_exit
-        self._env = env
+        self.env = env  # of the worker processes started from now on (None: the kernel's)
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._watch: asyncio.Task | None = None
@@ -81,7 +81,7 @@ class WorkerSupervisor:
                 pass_fds=(worker_end.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 process_group=0,
-                env=self._env,
+                env=self.env,
             )
         finally:
             worker_end.close()

@@ -24,7 +24,9 @@ or a failing observer is reported on stderr and the next value is still delivere
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
 import threading
 import time
@@ -200,7 +202,13 @@ class Widget:
             self._schedule()  # a re-render postponed by the hold may be due now
 
     def _binding_config(self) -> dict[str, Any]:
-        return {"events_address": self._events_address, "current_address": self._current_address}
+        config: dict[str, Any] = {
+            "events_address": self._events_address, "current_address": self._current_address,
+        }
+        client = _page_client_config()
+        if client is not None:
+            config["client"] = client  # a reloaded page installs the client from it
+        return config
 
     def _connect(self) -> None:
         """Start the page client and subscribe, once; remember a failure per cell."""
@@ -417,3 +425,18 @@ def check_json(value: Any, what: str) -> Any:
 def _note(text: str) -> None:
     sys.stderr.write(f"wrapperkernel.widgets: {text}\n")
     sys.stderr.flush()
+
+
+@functools.cache
+def _page_client_config() -> dict[str, Any] | None:
+    """The page client's install config, from the kernel (None outside a worker)."""
+    from wrapperkernel.comm.page_script import WORKER_ENV
+
+    text = os.environ.get(WORKER_ENV)
+    if not text:
+        return None
+    try:
+        config = json.loads(text)
+    except ValueError:
+        return None
+    return config if isinstance(config, dict) else None

@@ -29,8 +29,11 @@
 (function () {
   "use strict";
 
-  const VERSION = 2;
+  const VERSION = 3;
   const POLL_MS = 500; // how often unbound renderings look for the page client
+  // After this many polls without a client (a reloaded page: the kernel installs one
+  // only through a cell's output), the widgets install it themselves.
+  const BOOTSTRAP_AFTER_POLLS = 3;
 
   const g = globalThis;
   if (g.wrapperkernel_widgets !== undefined && g.wrapperkernel_widgets.version >= VERSION) {
@@ -128,6 +131,8 @@
   const entries = new Map(); // address -> entry
   const unbound = new Set(); // renderings waiting for the page client
   let pollTimer = null;
+  let polls = 0;
+  let bootstrap = "none"; // -> "loading" -> "done" | "failed"
 
   function entryFor(config) {
     let entry = entries.get(config.address);
@@ -197,9 +202,66 @@
     comm.send(address, value);
   }
 
+  // A reloaded page shows the saved widgets, but has no page client until a cell uses
+  // the channel. The widgets' config carries the client's install config (kernel id,
+  // timeouts); the kernelspec folder holds the client's file, which Jupyter Server
+  // serves. If that kernel still runs, install the client from there, so the widgets
+  // follow the program between cells too.
+  function bootstrapClient() {
+    if (bootstrap !== "none") return;
+    let client = null;
+    for (const rendering of unbound) {
+      const candidate = rendering.config.client;
+      if (candidate && typeof candidate.kernel_id === "string") client = candidate;
+    }
+    if (client === null) return;
+    bootstrap = "loading";
+    let base = "/";
+    let token = "";
+    try {
+      const page = JSON.parse(document.getElementById("jupyter-config-data").textContent);
+      base = page.baseUrl || "/";
+      token = page.token || "";
+    } catch (err) {
+      // no page config (not JupyterLab or Notebook 7): try the server root
+    }
+    if (!base.endsWith("/")) base += "/";
+    const headers = token ? { Authorization: "token " + token } : {};
+    fetch(base + "api/kernels/" + encodeURIComponent(client.kernel_id), {
+      headers: headers,
+      credentials: "same-origin",
+    })
+      .then((response) => (response.ok ? response.json() : Promise.reject(`the kernel is gone (${response.status})`)))
+      .then((kernel) => loadInstaller(base + "kernelspecs/" + encodeURIComponent(kernel.name) + "/wrapperkernel_comm.js"))
+      .then(() => {
+        if (currentComm() === null) g.wrapperkernel_comm_install(client);
+        bootstrap = "done";
+        pollForComm();
+      })
+      .catch((reason) => {
+        bootstrap = "failed";
+        console.debug("wrapperkernel_widgets: no page client for the saved widgets:", String(reason));
+      });
+  }
+
+  function loadInstaller(url) {
+    if (typeof g.wrapperkernel_comm_install === "function") return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = url;
+      script.onload = () =>
+        typeof g.wrapperkernel_comm_install === "function" ? resolve() : reject(`${url} installed nothing`);
+      script.onerror = () => reject(`cannot load ${url}`);
+      document.head.appendChild(script);
+    });
+  }
+
   function pollForComm() {
     const comm = currentComm();
-    if (comm !== null) {
+    if (comm === null) {
+      polls += 1;
+      if (polls >= BOOTSTRAP_AFTER_POLLS) bootstrapClient();
+    } else {
       for (const rendering of Array.from(unbound)) {
         unbound.delete(rendering);
         if (!rendering.replaced()) bindToComm(rendering, comm);
