@@ -621,4 +621,18 @@ def test_ok_for_a_batch_of_sends_rides_with_the_next_frame_and_errors_go_at_once
         relay._reply_to_program(sync_ok)
         assert worker.frames[-1] == sync_ok  # not a batch: at once
 
-    asyncio.run(scenario())
+    # Its own thread: the browser tests' Playwright keeps an event loop running in this one.
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(scenario())
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread below
+            failures.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the scenario did not finish in 10 s"
+    if failures:
+        raise failures[0]
