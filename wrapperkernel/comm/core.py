@@ -7,7 +7,7 @@ connects; the program requests waiting for a connection; the reads waiting for t
 page's answer; and the set of addresses the program subscribed to.
 
 Must never: touch a socket, read a clock, start a thread, use asyncio or logging, or
-import another wrapperkernel package. Time arrives on events (``now_s``); timeouts
+import another wrapperkernel module than ``comm.defaults`` (constants). Time arrives on events (``now_s``); timeouts
 leave as ``StartTimer`` and come back as ``TimerFired``; log lines leave as ``Log``.
 
 Rule (after h11's ``_state.py``): everything that changes the connection state lives
@@ -42,6 +42,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal, TypeAlias
 
+from wrapperkernel.comm.defaults import (  # the timeouts' defaults, re-exported here
+    HEARTBEAT_REQUEST_THRESHOLD_S,
+    HEARTBEAT_TIMEOUT_S,
+    READ_TIMEOUT_S,
+    WAIT_FOR_CONNECTION_S,
+)
+
 # --- protocol constants (DESIGN.md, "The address channel") -------------------------
 
 COMM_TARGET_NAME = "wrapperkernel_comm"
@@ -50,10 +57,6 @@ PING_ADDRESS = "#heartbeat/ping"
 PONG_ADDRESS = "#heartbeat/pong"
 PRIVATE_PREFIX = "#"
 
-WAIT_FOR_CONNECTION_S = 3.0
-HEARTBEAT_REQUEST_THRESHOLD_S = 1.0
-HEARTBEAT_TIMEOUT_S = 0.5
-READ_TIMEOUT_S = 3.0
 
 TimerName: TypeAlias = str
 CONNECT_TIMER: TimerName = "connect"

@@ -16,7 +16,7 @@ import importlib.resources
 import json
 from pathlib import Path
 
-from wrapperkernel.comm.core import HEARTBEAT_TIMEOUT_S
+from wrapperkernel.comm.defaults import HEARTBEAT_TIMEOUT_S
 
 JS_FILE_NAME = "wrapperkernel_comm.js"
 INSTALLER_NAME = "wrapperkernel_comm_install"

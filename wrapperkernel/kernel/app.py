@@ -43,6 +43,11 @@ def comm_timings_from_environment(environ: dict[str, str]) -> object:
     reported and ignored."""
     from wrapperkernel.comm.core import CommTimings
 
+    return CommTimings(**comm_timing_overrides(environ))
+
+
+def comm_timing_overrides(environ: dict[str, str]) -> dict[str, float]:
+    """The ``CommTimings`` fields the environment sets (see comm_timings_from_environment)."""
     overrides: dict[str, float] = {}
     for variable, field in TIMING_VARIABLES.items():
         text = environ.get(variable)
@@ -56,7 +61,7 @@ def comm_timings_from_environment(environ: dict[str, str]) -> object:
             overrides[field] = value
         else:
             log.warning("ignored %s=%r: expected a positive number of seconds", variable, text)
-    return CommTimings(**overrides)
+    return overrides
 
 
 def kernel_id_from_connection_file(path: str) -> str:
@@ -111,19 +116,22 @@ async def serve(connection_file: str) -> int:
     # Now the worker: started earlier, it would compete for the CPU with the imports
     # above on a two-core machine and delay the first answer. Its widgets carry the page
     # client's install config, to install it themselves in a reloaded page.
+    # (The comm core is imported after the spawn: it takes about 10 ms.)
     import json
 
+    from wrapperkernel.comm.defaults import HEARTBEAT_TIMEOUT_S
     from wrapperkernel.comm.page_script import WORKER_ENV, install_config
 
     kernel_id = kernel_id_from_connection_file(connection_file)
-    timings = comm_timings_from_environment(dict(os.environ))
+    overrides = comm_timing_overrides(dict(os.environ))
     debug = os.environ.get("WRAPPERKERNEL_COMM_DEBUG", "") not in ("", "0")
-    client = install_config(kernel_id, debug=debug,
-                            heartbeat_timeout_s=timings.heartbeat_timeout_s)  # type: ignore[attr-defined]
+    client = install_config(kernel_id, debug=debug, heartbeat_timeout_s=overrides.get(
+        "heartbeat_timeout_s", HEARTBEAT_TIMEOUT_S))
     supervisor.env = {**os.environ, WORKER_ENV: json.dumps(client)}
     await supervisor.start()
 
     # The rest of the kernel: request handlers, frames, the comm machinery.
+    from wrapperkernel.comm.core import CommTimings
     from wrapperkernel.kernel.comm_relay import CommRelay
     from wrapperkernel.kernel.kernel import Kernel, install_interrupt_handler
 
@@ -134,7 +142,7 @@ async def serve(connection_file: str) -> int:
         supervisor,
         kernel_id=kernel_id,
         current_parent=kernel.current_parent,
-        timings=timings,  # type: ignore[arg-type]
+        timings=CommTimings(**overrides),
         debug=debug,
     )
     for frame in early_frames:
