@@ -322,3 +322,15 @@ def test_every_request_gets_one_reply_parented_to_it_with_busy_and_idle(
         published = kernel.messages("iopub", msg_id)
         assert published[0]["content"] == {"execution_state": "busy"}
         assert published[-1]["content"] == {"execution_state": "idle"}
+
+
+def test_a_burst_of_requests_larger_than_one_drain_is_answered_in_order(
+    kernel: KernelConnection,
+) -> None:
+    # More than Transport's DRAIN_MAX queued at once: read partly without the asyncio
+    # socket, then through it again; none may be left waiting for another message.
+    sent = [kernel.send("is_complete_request", {"code": f"x = {n}"}) for n in range(250)]
+    replies = [kernel.reply(msg_id) for msg_id in sent]
+    assert [r["content"]["status"] for r in replies] == ["complete"] * 250
+    arrival = sorted(replies, key=lambda r: r["header"]["date"])
+    assert [r["parent_header"]["msg_id"] for r in arrival] == sent

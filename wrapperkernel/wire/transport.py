@@ -30,6 +30,10 @@ Handler = Callable[["Incoming"], Awaitable[None]]
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
+_NOBLOCK = int(zmq.NOBLOCK)
+# Messages already queued on a socket are read without the asyncio socket's futures,
+# this many at most before other tasks get a turn.
+DRAIN_MAX = 100
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,9 @@ class Transport:
         self.session = session
         self._context = zmq.asyncio.Context()
         self._sockets: dict[str, zmq.asyncio.Socket] = {}
-        # Plain sockets sharing each asyncio socket's zmq socket, for sending: see send_msg.
-        self._senders: dict[str, zmq.Socket] = {}
+        # Plain sockets sharing each asyncio socket's zmq socket: sending never waits,
+        # and a queued message can be read at once; both skip pyzmq's asyncio futures.
+        self._plain: dict[str, zmq.Socket] = {}
         self._hb_thread: threading.Thread | None = None
         self._hb_context = zmq.Context()
 
@@ -88,7 +93,7 @@ class Transport:
                 sock.router_handover = 1
             sock.bind(info.address(port))
             self._sockets[name] = sock
-            self._senders[name] = zmq.Socket.shadow(sock.underlying)
+            self._plain[name] = zmq.Socket.shadow(sock.underlying)
         hb = self._hb_context.socket(zmq.REP)
         hb.linger = 0
         hb.bind(info.address(info.hb_port))
@@ -97,25 +102,35 @@ class Transport:
 
     async def serve(self, channel: str, handler: Handler) -> None:
         """Receive on ``channel`` forever, handing each valid message to ``handler``."""
-        sock = self._sockets[channel]
+        sock, plain = self._sockets[channel], self._plain[channel]
         while True:
-            frames = await sock.recv_multipart(copy=True)
-            try:
-                idents, parts = self.session.feed_identities(frames, copy=True)
-                msg = self.session.deserialize(parts, content=True, copy=True)
-            except (ValueError, TypeError, KeyError, IndexError) as error:
-                # Bad or duplicate signature, too few frames, no delimiter, bad JSON.
-                log.warning("dropped a message on %s: %s", channel, error)
-                continue
-            problem = _header_problem(msg)
-            if problem:
-                log.warning("dropped a message on %s: %s", channel, problem)
-                continue
-            try:
-                await handler(Incoming(channel, idents, msg))
-            except Exception:  # noqa: BLE001 - the one catch-all of this loop: log, serve on
-                log.exception("handling %s (msg_id %s) on %s failed", msg["header"]["msg_type"],
-                              msg["header"].get("msg_id"), channel)
+            await self._handle(channel, await sock.recv_multipart(copy=True), handler)
+            for _ in range(DRAIN_MAX):
+                try:
+                    frames = plain.recv_multipart(_NOBLOCK, copy=True)
+                except zmq.Again:
+                    break
+                await self._handle(channel, frames, handler)
+            # As after a send (see send): the reads above may have taken the fd's edge.
+            sock.get(_EVENTS)
+
+    async def _handle(self, channel: str, frames: list[bytes], handler: Handler) -> None:
+        try:
+            idents, parts = self.session.feed_identities(frames, copy=True)
+            msg = self.session.deserialize(parts, content=True, copy=True)
+        except (ValueError, TypeError, KeyError, IndexError) as error:
+            # Bad or duplicate signature, too few frames, no delimiter, bad JSON.
+            log.warning("dropped a message on %s: %s", channel, error)
+            return
+        problem = _header_problem(msg)
+        if problem:
+            log.warning("dropped a message on %s: %s", channel, problem)
+            return
+        try:
+            await handler(Incoming(channel, idents, msg))
+        except Exception:  # noqa: BLE001 - the one catch-all of this loop: log, serve on
+            log.exception("handling %s (msg_id %s) on %s failed", msg["header"]["msg_type"],
+                          msg["header"].get("msg_id"), channel)
 
     async def serve_subscriptions(self) -> None:
         """Answer each IOPub subscription with ``iopub_welcome`` (JEP 65)."""
@@ -144,7 +159,7 @@ class Transport:
         # ROUTER and XPUB sockets never block a sender, so a non-blocking send from the
         # loop's thread is safe. It goes through a plain socket: the asyncio socket would
         # make a future for every part of every message (a third of the kernel's CPU).
-        sender = self._senders[channel]
+        sender = self._plain[channel]
         try:
             for frame in frames[:-1]:
                 sender.send(frame, _MORE)
@@ -163,7 +178,7 @@ class Transport:
 
     def close(self) -> None:
         # The senders are shadows: closing one would close the zmq socket under its owner.
-        self._senders.clear()
+        self._plain.clear()
         for sock in self._sockets.values():
             sock.close(linger=500)
         self._context.term()
