@@ -328,7 +328,11 @@ def test_send_rejects_bad_addresses_before_anything_is_sent(
     assert kernel.frames == []
 
 
-@pytest.mark.parametrize("value", [{1, 2}, object(), math.nan, [math.inf], {"k": b"bytes"}])
+@pytest.mark.parametrize(
+    "value",
+    [{1, 2}, object(), math.nan, math.inf, [math.inf], {"k": b"bytes"},
+     pytest.param(10**5000, id="int-of-5001-digits")],
+)
 def test_send_rejects_values_that_are_not_json(kernel: FakeKernel, value: Any) -> None:
     with pytest.raises(TypeError, match="'/a' is not JSON-serialisable"):
         kernel.runtime.send("/a", value)
@@ -347,6 +351,15 @@ def test_send_rejects_lone_surrogates_which_utf8_cannot_carry(
         started.runtime.send("/a", value)
     started.runtime.flush()
     assert started.sent() == []  # the batch frame stays valid JSON for the kernel
+
+
+def test_scalars_are_sent_as_json_dumps_writes_them(started: FakeKernel) -> None:
+    values = [0, -7, 2**70, 1.5, -0.0, 1e300, True, False, None, "x"]
+    for value in values:
+        started.runtime.send("/a", value)
+    started.runtime.flush()
+    assert [json.dumps(v) for _, v in started.sent()] == [json.dumps(v) for v in values]
+    assert [type(v) for _, v in started.sent()] == [type(v) for v in values]
 
 
 def test_surrogate_pairs_and_other_unicode_are_sent_unchanged(started: FakeKernel) -> None:

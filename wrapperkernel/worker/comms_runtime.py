@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
 import queue
 import sys
 import threading
@@ -589,9 +590,18 @@ def _address_json(address: str) -> str:
 
 # allow_nan=False: NaN and Infinity are not JSON; pydantic would turn them into null.
 _ENCODER = json.JSONEncoder(allow_nan=False)
+# Larger ints go the general way, which reports Python's limit on digits as a TypeError.
+_HUGE_INT = 10**4000
 
 
 def _json_text(address: str, value: Any) -> str:
+    kind = type(value)
+    # The common scalars without the encoder's machinery (same text as json.dumps; int
+    # and float subclasses such as bool or enums take the general way).
+    if kind is int and -_HUGE_INT < value < _HUGE_INT:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
     try:
         text = _ENCODER.encode(value)
     except (TypeError, ValueError) as error:
