@@ -792,9 +792,9 @@ class CommCore:
             self._reply(request, ok=True)
         elif request.op == "send_many":
             if request.value:
-                self._actions.append(SendValues(self._open_comm(), tuple(
+                self._actions.append(SendValues(self._open_comm(), tuple([
                     ({"address": address, "value": value}, size_bytes)
-                    for address, value, size_bytes in request.value)))
+                    for address, value, size_bytes in request.value])))
             self._reply(request, ok=True)
         elif request.op == "read":
             self._send({"address": request.address, "read_request": True})

@@ -42,11 +42,8 @@ class _Item:
     comm_id: str
     data: Any
     size_bytes: int
-
-    @property
-    def batchable(self) -> bool:
-        # Only single items go into a batch: a batch inside a batch is not in the protocol.
-        return isinstance(self.data, dict) and "address" in self.data
+    # Only single items go into a batch: a batch inside a batch is not in the protocol.
+    batchable: bool
 
 
 class _Bucket:
@@ -134,11 +131,14 @@ class Outbox:
     def push(self, comm_id: str, data: Any, size_bytes: int, *, urgent: bool = False) -> None:
         if size_bytes < 0:
             raise ValueError(f"size_bytes must be >= 0, got {size_bytes}")
-        (self._urgent if urgent else self._queue).append(_Item(comm_id, data, size_bytes))
+        batchable = isinstance(data, dict) and "address" in data
+        (self._urgent if urgent else self._queue).append(
+            _Item(comm_id, data, size_bytes, batchable))
 
-    def push_many(self, comm_id: str, items: Iterable[tuple[Any, int]]) -> None:
-        """``push`` for each ``(data, size_bytes)``, in order (not urgent)."""
-        queued = [_Item(comm_id, data, size_bytes) for data, size_bytes in items]
+    def push_many(self, comm_id: str, items: Iterable[tuple[dict[str, Any], int]]) -> None:
+        """``push`` for each ``(data, size_bytes)`` of a value item (``{"address": ...,
+        "value": ...}``), in order, not urgent."""
+        queued = [_Item(comm_id, data, size_bytes, True) for data, size_bytes in items]
         if any(item.size_bytes < 0 for item in queued):
             raise ValueError("size_bytes must be >= 0")
         self._queue.extend(queued)
@@ -161,18 +161,18 @@ class Outbox:
             if not self._msgs.has(1):
                 return out, now_s + self._msgs.wait_s(1)
             item = self._urgent.popleft()
-            self._charge([item])
+            self._charge(self.message_cost_bytes([item.size_bytes]))
             out.append((item.comm_id, item.data))
         while self._queue:
             count = self._next_message_length()
-            items = [self._queue[i] for i in range(count)]
+            items = list(itertools.islice(self._queue, count))
             cost = self.message_cost_bytes([item.size_bytes for item in items])
             needed = min(cost, self._bytes.capacity)  # an oversized item waits for a full bucket
             if not (self._msgs.has(1) and self._bytes.has(needed)):
                 return out, now_s + max(self._msgs.wait_s(1), self._bytes.wait_s(needed))
             for _ in range(count):
                 self._queue.popleft()
-            self._charge(items)
+            self._charge(cost)
             if count == 1:
                 out.append((items[0].comm_id, items[0].data))
             else:
@@ -197,9 +197,9 @@ class Outbox:
             item_bytes += item.size_bytes
         return count
 
-    def _charge(self, items: list[_Item]) -> None:
+    def _charge(self, cost_bytes: int) -> None:
         self._msgs.tokens -= 1
-        self._bytes.tokens -= self.message_cost_bytes([item.size_bytes for item in items])
+        self._bytes.tokens -= cost_bytes
 
     @staticmethod
     def _envelope_bytes(item_count: int) -> int:
