@@ -27,10 +27,6 @@ from wrapperkernel.wire.transport import Incoming, Transport
 log = logging.getLogger("wrapperkernel.comms")
 
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
-# The "ok" for a batch of sends waits this long for another frame to the worker to ride
-# along with: the program does not wait for it, and waking the worker just for it costs
-# the round trip of a value that the page echoes at once. Failures are never held back.
-OK_REPLY_DELAY_S = 0.02
 
 
 class CommRelay:
@@ -59,9 +55,6 @@ class CommRelay:
         self._install_parents: dict[str, dict[str, Any]] = {}
         # Comms of the standard comm package (ipywidgets...), relayed to the worker.
         self.relayed: dict[str, str] = {}
-        self._send_many_ids: set[str] = set()
-        self._held_oks: list[frames.CommReplyFrame] = []
-        self._held_oks_handle: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ queries
 
@@ -113,7 +106,7 @@ class CommRelay:
         buffers = [base64.b64encode(bytes(b)).decode("ascii")
                    for b in request.msg.get("buffers") or []]
         metadata = request.msg.get("metadata")
-        self._to_worker(frames.RelayCommFrame(
+        self.worker.send(frames.RelayCommFrame(
             msg_type=msg_type,  # type: ignore[arg-type]
             comm_id=comm_id,
             data={} if data is None else data,
@@ -129,7 +122,6 @@ class CommRelay:
             self._handle(c.ProgramRequested(now, frame.request_id, frame.op, frame.address,
                                             frame.value))
         elif isinstance(frame, frames.CommSendManyFrame):
-            self._send_many_ids.add(frame.request_id)
             self._handle(c.ProgramRequested(now, frame.request_id, "send_many", None,
                                             frame.items))
         elif isinstance(frame, frames.CommSubscriptionFrame):
@@ -158,9 +150,6 @@ class CommRelay:
         for comm_id in list(self.relayed):
             self.transport.publish("comm_close", {"comm_id": comm_id, "data": {}}, parent=None)
         self.relayed.clear()
-        # The old worker's requests: the new one has none of them.
-        self._held_oks.clear()
-        self._send_many_ids.clear()
         self._handle(c.WorkerRestarted(self.clock()))
 
     def _fire(self, timer: str) -> None:
@@ -182,11 +171,10 @@ class CommRelay:
             self.outbox.push(action.comm_id, action.data, size, urgent=action.urgent)
             self._schedule_flush(0.0)
         elif isinstance(action, c.DeliverToProgram):
-            self._to_worker(frames.CommValueFrame(address=action.address, value=action.value))
+            self.worker.send(frames.CommValueFrame(address=action.address, value=action.value))
         elif isinstance(action, c.ReplyToProgram):
-            self._reply_to_program(frames.CommReplyFrame(
-                request_id=action.request_id, ok=action.ok, value=action.value,
-                error=action.error))
+            self.worker.send(frames.CommReplyFrame(request_id=action.request_id, ok=action.ok,
+                                                   value=action.value, error=action.error))
         elif isinstance(action, c.StartTimer):
             old = self._timers.pop(action.timer, None)
             if old is not None:
@@ -198,7 +186,7 @@ class CommRelay:
             if handle is not None:
                 handle.cancel()
         elif isinstance(action, c.RelayReadRequest):
-            self._to_worker(frames.CommReadRequestFrame(address=action.address))
+            self.worker.send(frames.CommReadRequestFrame(address=action.address))
         elif isinstance(action, c.PublishInstallScript):
             parent = self.current_parent()
             self._install_parents[action.display_id] = parent
@@ -222,33 +210,6 @@ class CommRelay:
             log.log(LOG_LEVELS.get(action.level, logging.INFO), "%s", action.text)
         else:
             log.error("the comm core asked for an unknown action %r", action)
-
-    # ------------------------------------------------------------------ frames to the worker
-
-    def _reply_to_program(self, reply: frames.CommReplyFrame) -> None:
-        is_batch = reply.request_id in self._send_many_ids
-        self._send_many_ids.discard(reply.request_id)
-        if not (is_batch and reply.ok):
-            self._to_worker(reply)
-            return
-        self._held_oks.append(reply)
-        if self._held_oks_handle is None:
-            loop = asyncio.get_running_loop()
-            self._held_oks_handle = loop.call_later(OK_REPLY_DELAY_S, self._release_oks)
-
-    def _to_worker(self, frame: frames._Frame) -> None:
-        """Every comm frame to the worker goes here, after the held "ok"s: the program
-        sees the replies in request order."""
-        self._release_oks()
-        self.worker.send(frame)
-
-    def _release_oks(self) -> None:
-        if self._held_oks_handle is not None:
-            self._held_oks_handle.cancel()
-            self._held_oks_handle = None
-        held, self._held_oks = self._held_oks, []
-        for reply in held:
-            self.worker.send(reply)
 
     # ------------------------------------------------------------------ the outbox
 
