@@ -446,8 +446,10 @@ def test_request_state_gets_the_full_state(kernel: KernelConnection, page: PageC
 
     mark = page.mark()
     page.comm_msg(comm_id, {"method": "request_state"})
+    # The answer, not the echo of `restored.value = 23` (which the page may read late).
     update = page.find_comm("comm_msg", comm_id, mark,
-                            lambda c: c["data"].get("method") == "update")
+                            lambda c: c["data"].get("method") == "update"
+                            and "_model_name" in c["data"].get("state", {}))
     state = update["content"]["data"]["state"]
     assert sorted(state) == keys
     assert (state["value"], state["min"], state["max"], state["description"]) == \
