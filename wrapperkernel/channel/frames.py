@@ -9,9 +9,19 @@ This module owns the shapes only. It must never do I/O or import either side's c
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+
+def _is_positive_seconds(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return 0 < float(value) < math.inf
+    except OverflowError:
+        return False
 
 
 class _Frame(BaseModel):
@@ -194,6 +204,19 @@ class CommRequestFrame(_Frame):
     op: Literal["start", "send", "read", "sync"]
     address: str | None = None
     value: Any = None
+
+    @model_validator(mode="after")
+    def _fits_its_op(self) -> CommRequestFrame:
+        # Checked here, at the boundary, so the comm core never meets a request it
+        # cannot carry out: a send or read names an address; a read's value is its
+        # timeout; a start's value says whether it is an explicit retry.
+        if self.op in ("send", "read") and not isinstance(self.address, str):
+            raise ValueError(f"a {self.op!r} request needs a string address")
+        if self.op == "read" and self.value is not None and not _is_positive_seconds(self.value):
+            raise ValueError("a read's value is its timeout: a positive, finite number of seconds")
+        if self.op == "start" and self.value not in (None, True):
+            raise ValueError("a start's value is true (an explicit start) or null")
+        return self
 
 
 class CommSendManyFrame(_Frame):

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -147,6 +148,14 @@ class WorkerSupervisor:
             _kill(process)
         except ConnectionError as error:
             reason = f"the channel to the worker broke ({error})"
+        except Exception as error:  # noqa: BLE001 - the one catch-all of this loop
+            # A frame the kernel could not handle: the worker counts as broken, as for a
+            # corrupt frame. Its running request gets an error reply saying so (on_exit),
+            # and a fresh worker starts, instead of a read task that ends in silence.
+            reason = (f"the kernel could not handle a frame from the worker "
+                      f"({type(error).__name__}: {error})")
+            log.error("%s; killing it\n%s", reason, traceback.format_exc())
+            _kill(process)
         if generation == self.generation and self._writer is not None:
             # From now on, frames wait for the next worker instead of the dead one.
             self._writer.close()
