@@ -25,8 +25,31 @@ chromium:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; \
 	fi
 
+# `make run [PORT=8899] [TOKEN=secret] [NO_BROWSER=1]`. Without PORT, Jupyter picks 8888
+# or the next free port; without TOKEN, it makes one and prints the URL with it (a
+# token given here it prints as "...", so this recipe prints that URL itself, on a
+# fixed port). As root, Jupyter refuses to start without --allow-root. On Linux with
+# no display and no $BROWSER there is no browser to open: skip it instead of a warning.
+PORT ?=
+TOKEN ?=
+NO_BROWSER ?=
+
 run: kernelspec
-	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 examples/demo.ipynb
+	@set -e; \
+	flags="--ServerApp.ip=127.0.0.1"; \
+	if [ "$$(id -u)" = 0 ]; then flags="$$flags --allow-root"; fi; \
+	port="$(PORT)"; \
+	if [ -n "$(TOKEN)" ] && [ -z "$$port" ]; then port=8888; fi; \
+	if [ -n "$$port" ]; then flags="$$flags --ServerApp.port=$$port --ServerApp.port_retries=0"; fi; \
+	if [ "$(NO_BROWSER)" = 1 ] || { [ "$$(uname -s)" = Linux ] && [ -z "$$BROWSER$$DISPLAY$$WAYLAND_DISPLAY" ]; }; then \
+	  flags="$$flags --no-browser"; \
+	fi; \
+	echo "$(VENV)/bin/jupyter lab $$flags examples/demo.ipynb"; \
+	if [ -n "$(TOKEN)" ]; then \
+	  export JUPYTER_TOKEN='$(TOKEN)'; \
+	  echo "Open http://127.0.0.1:$$port/lab/tree/demo.ipynb?token=$(TOKEN)"; \
+	fi; \
+	exec $(VENV)/bin/jupyter lab $$flags examples/demo.ipynb
 
 test: kernelspec chromium
 	node --test js/test/
