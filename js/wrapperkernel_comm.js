@@ -11,10 +11,18 @@
  * of incoming payloads); they touch no socket and no global. Then the registry of
  * subscriptions and synced variables, then the channel that owns the socket.
  *
+ * Acknowledgements (flow control): a comm_msg from the kernel may carry an integer
+ * `seq` in its Jupyter `metadata` (1, 2, 3, ... per comm). Once its items are delivered,
+ * the page acknowledges the highest seq handled with {"address": "#ack", "value": seq},
+ * through the same outbox as page values: at once after config.ack_every_msgs
+ * unacknowledged messages, else config.ack_delay_ms after the first of them.
+ *
  * Must never: build the URL from ws:// + host (https and JupyterHub base URLs must
  * work); treat 0, false, "" or null as "no value" (only undefined is); send anything
  * on a socket after close() (a channel replaced for the same kernel passes later sends
- * to its successor); let one subscriber's exception stop delivery to the others.
+ * to its successor); let one subscriber's exception stop delivery to the others; lose a
+ * queued value silently (a failed send keeps it queued for a successor, and values that
+ * die with a closed channel are counted in a console warning).
  */
 (function () {
   "use strict";
@@ -22,7 +30,8 @@
   const TARGET_NAME = "wrapperkernel_comm";
   const PROTOCOL_VERSION = "5.4";
   const USERNAME = "wrapperkernel_comm";
-  const ACK_ADDRESS = "#comm_open_ack";
+  const OPEN_ACK_ADDRESS = "#comm_open_ack";
+  const ACK_ADDRESS = "#ack";
   const PING_ADDRESS = "#heartbeat/ping";
   const PONG_ADDRESS = "#heartbeat/pong";
   const PRIVATE_PREFIX = "#";
@@ -35,6 +44,10 @@
     heartbeat_timeout_ms: 500,
     max_batch_items: 1000,
     max_batch_bytes: 512 * 1024,
+    // Acknowledge the kernel's messages after this many, or this long after the first
+    // unacknowledged one, whichever comes first (the kernel's flow-control window).
+    ack_every_msgs: 16,
+    ack_delay_ms: 20,
   });
 
   // ------------------------------------------------------------------ pure builders
@@ -120,6 +133,10 @@
   function dataJsonFor(itemJsons) {
     if (itemJsons.length === 1) return itemJsons[0];
     return '{"batch":[' + itemJsons.join(",") + "]}";
+  }
+
+  function ackItemJson(seq) {
+    return '{"address":' + JSON.stringify(ACK_ADDRESS) + ',"value":' + JSON.stringify(seq) + "}";
   }
 
   function utf8ByteLength(text) {
@@ -208,9 +225,17 @@
     return url;
   }
 
+  // The acknowledgement number a message carries in its metadata, or undefined.
+  function seqOf(msg) {
+    if (!isObject(msg.metadata) || !hasOwn(msg.metadata, "seq")) return undefined;
+    const seq = msg.metadata.seq;
+    return Number.isSafeInteger(seq) && seq >= 1 ? seq : undefined;
+  }
+
   // What an incoming websocket message means for the comm `commId`:
-  // {kind: "data", data} | {kind: "close"} | {kind: "ignore", problem?}.
-  // `problem` is set only for messages addressed to our comm that make no sense.
+  // {kind: "data", data, seq?} | {kind: "close"} | {kind: "ignore", problem?}.
+  // `problem` is set only for messages addressed to our comm that make no sense; `seq`
+  // only for a message that carries an acknowledgement number.
   function classifyMessage(msg, commId) {
     if (!isObject(msg) || !isObject(msg.header) || !isObject(msg.content)) {
       return { kind: "ignore", problem: "a message without header or content" };
@@ -219,7 +244,12 @@
     if (msg.channel !== undefined && msg.channel !== "iopub") return { kind: "ignore" };
     const type = msg.header.msg_type;
     if (type === "comm_close") return { kind: "close" };
-    if (type === "comm_msg") return { kind: "data", data: msg.content.data };
+    if (type === "comm_msg") {
+      const meaning = { kind: "data", data: msg.content.data };
+      const seq = seqOf(msg);
+      if (seq !== undefined) meaning.seq = seq;
+      return meaning;
+    }
     return { kind: "ignore", problem: `unexpected ${JSON.stringify(type)} for our comm` };
   }
 
@@ -376,8 +406,12 @@
 
     let state = "connecting"; // -> "open" on #comm_open_ack -> "closed"; never back
     let commOpenSent = false;
-    let outbox = []; // [{json, bytes}] waiting for the ack or the next microtask
+    let outbox = []; // [{json, bytes, isAck}] waiting for the open ack, the next microtask or a socket
     let flushScheduled = false;
+    // Acknowledgements of the kernel's numbered messages (see the top comment).
+    let lastSeq = 0; // the highest seq handled
+    let lastAckedSeq = 0; // the highest seq put in the outbox as an #ack
+    let ackTimer = null;
     const pendingPings = new Map(); // ping value -> {resolve, timer}
     // The channel that replaced this one for the same kernel. Page code that kept this
     // channel (a script that awaited its `ready`) goes on working through it.
@@ -408,12 +442,30 @@
 
     function enqueueJson(address, json) {
       if (state === "closed") {
-        d.console.warn(`wrapperkernel_comm: closed; dropped a message for ${JSON.stringify(address)}`);
+        d.console.warn(`wrapperkernel_comm: closed; dropped a value for ${JSON.stringify(address)}`);
         return false;
       }
-      outbox.push({ json: json, bytes: utf8ByteLength(json) });
+      outbox.push({ json: json, bytes: utf8ByteLength(json), isAck: address === ACK_ADDRESS });
       scheduleFlush();
       return true;
+    }
+
+    // Takes the queued entries of the channel this one replaced, after what is queued
+    // here (nothing, normally: a successor is handed over to as soon as it exists).
+    function adopt(entries, reason) {
+      if (entries.length === 0) return;
+      if (state === "closed" && successor !== null) {
+        successor._adopt(entries, reason);
+      } else if (state === "closed") {
+        warnLost(entries.length, `${reason}, then this channel closed too`);
+      } else {
+        for (const entry of entries) outbox.push(entry);
+        scheduleFlush();
+      }
+    }
+
+    function warnLost(count, reason) {
+      d.console.warn(`wrapperkernel_comm: ${reason}; dropped ${count} queued value(s) that were never sent`);
     }
 
     function enqueueValue(address, value) {
@@ -428,30 +480,67 @@
     }
 
     // Everything queued in one tick leaves together: fewer messages under the server's
-    // rate limit, and order kept.
+    // rate limit, and order kept. A chunk the socket refuses (closing, not open, send
+    // threw) stays queued with every chunk after it, in order, for a later flush, the
+    // successor, or the count in markClosed's warning.
     function flush() {
       flushScheduled = false;
       if (state !== "open" || outbox.length === 0) return;
       const chunks = splitIntoChunks(outbox, config.max_batch_items, config.max_batch_bytes);
       outbox = [];
-      for (const chunk of chunks) {
-        const dataJson = dataJsonFor(chunk.map((entry) => entry.json));
-        sendFrame(encodeCommMsgFrame(header("comm_msg"), commId, dataJson));
+      for (let i = 0; i < chunks.length; i++) {
+        const dataJson = dataJsonFor(chunks[i].map((entry) => entry.json));
+        if (!sendFrame(encodeCommMsgFrame(header("comm_msg"), commId, dataJson))) {
+          const unsent = chunks.slice(i).flat();
+          outbox = unsent.concat(outbox);
+          debug(`sent ${i} comm_msg(s); the websocket refused the rest, ${unsent.length} value(s) stay queued`);
+          return;
+        }
       }
       debug(`sent ${chunks.length} comm_msg(s)`);
+    }
+
+    // An #ack for the highest seq handled, unless it was acknowledged already.
+    function queueAck() {
+      if (ackTimer !== null) {
+        d.clearTimeout(ackTimer);
+        ackTimer = null;
+      }
+      if (state === "closed" || lastSeq <= lastAckedSeq) return;
+      lastAckedSeq = lastSeq;
+      enqueueJson(ACK_ADDRESS, ackItemJson(lastSeq));
+    }
+
+    // Called once a numbered message's items were handled.
+    function noteSeq(seq) {
+      if (seq === undefined || state === "closed") return;
+      if (seq > lastSeq) lastSeq = seq;
+      if (lastSeq - lastAckedSeq >= config.ack_every_msgs) {
+        queueAck();
+      } else if (lastSeq > lastAckedSeq && ackTimer === null) {
+        ackTimer = d.setTimeout(() => {
+          ackTimer = null;
+          queueAck();
+        }, config.ack_delay_ms);
+      }
     }
 
     function markClosed(reason) {
       if (state === "closed") return;
       const acked = state === "open";
       state = "closed";
-      if (outbox.length > 0 && successor !== null) {
-        for (const entry of outbox) successor._enqueueJson("(handed over)", entry.json);
-        debug(`${reason}; handed ${outbox.length} queued message(s) to the new channel`);
-        outbox = [];
-      } else if (outbox.length > 0) {
-        d.console.warn(`wrapperkernel_comm: ${reason}; dropped ${outbox.length} queued message(s)`);
-        outbox = [];
+      if (ackTimer !== null) {
+        d.clearTimeout(ackTimer);
+        ackTimer = null;
+      }
+      // An #ack counts this comm's messages: it means nothing on the successor's comm.
+      const queued = outbox.filter((entry) => !entry.isAck);
+      outbox = [];
+      if (queued.length > 0 && successor !== null) {
+        debug(`${reason}; handing ${queued.length} queued value(s) to the new channel`);
+        successor._adopt(queued, reason);
+      } else if (queued.length > 0) {
+        warnLost(queued.length, reason);
       }
       for (const [, pending] of pendingPings) {
         d.clearTimeout(pending.timer);
@@ -473,7 +562,7 @@
       debug(`closed: ${reason}`);
     }
 
-    function onAck() {
+    function onOpenAck() {
       if (state !== "connecting") {
         debug("ignored a repeated #comm_open_ack");
         return;
@@ -526,8 +615,8 @@
         return;
       }
       switch (item.address) {
-        case ACK_ADDRESS:
-          onAck();
+        case OPEN_ACK_ADDRESS:
+          onOpenAck();
           return;
         case PING_ADDRESS:
           // Answer at once with the same value, so the kernel knows this page is alive.
@@ -574,6 +663,7 @@
         if (state === "closed") return; // a subscriber may have closed the channel
         onItem(item);
       }
+      noteSeq(meaning.seq); // handled, even when some of its items made no sense
     }
 
     // ---- public API
@@ -662,7 +752,7 @@
     };
     Object.defineProperty(channel, "_registry", { value: registry, enumerable: false });
     Object.defineProperty(channel, "_handOver", { value: handOver, enumerable: false });
-    Object.defineProperty(channel, "_enqueueJson", { value: enqueueJson, enumerable: false });
+    Object.defineProperty(channel, "_adopt", { value: adopt, enumerable: false });
     registry.channel = channel;
 
     try {

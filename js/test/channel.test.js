@@ -560,3 +560,241 @@ test("a websocket that cannot be created leaves a closed channel and a logged er
   assert.equal(page.logs.error.length, 1);
   assert.equal(channel.send("/x", 1), false);
 });
+
+// ---------------------------------------------------------------- failed sends are never silent
+
+// Every item the page put on the wire of `socket`, in order.
+function itemsSent(socket) {
+  return socket.commMsgData().flatMap((data) => (data.batch === undefined ? [data] : data.batch));
+}
+
+// Makes `socket.send` throw after `okSends` successful calls, as a dying connection does.
+function failSendsAfter(socket, okSends) {
+  const realSend = socket.send.bind(socket);
+  let calls = 0;
+  socket.send = (text) => {
+    calls += 1;
+    if (calls > okSends) throw new Error("network down");
+    realSend(text);
+  };
+}
+
+async function ackSocket(socket, channel) {
+  socket.serverOpens();
+  socket.serverSends(fromKernel(channel.commId, { address: "#comm_open_ack", value: true }));
+  await tick();
+}
+
+test("a send that throws keeps its values queued; the successor sends them, in order, once", async () => {
+  const h = start({ max_batch_items: 2 });
+  await openAndAck(h);
+  const kept = h.channel;
+  failSendsAfter(h.socket, 1); // the first comm_msg leaves, the second throws
+  for (let i = 0; i < 5; i++) kept.send("/n", i);
+  await tick();
+  assert.deepEqual(itemsSent(h.socket).map((item) => item.value), [0, 1]);
+  assert.equal(kept.state, "open");
+  assert.equal(h.logs.error.length, 1); // the throw is logged
+  kept.send("/n", 5); // queued behind the unsent ones
+  await tick();
+  assert.deepEqual(itemsSent(h.socket).map((item) => item.value), [0, 1]);
+
+  const next = wk.install({ kernel_id: KERNEL }, h.deps);
+  assert.equal(kept.state, "closed");
+  await ackSocket(h.sockets[1], next);
+  assert.deepEqual(itemsSent(h.sockets[1]).map((item) => item.value), [2, 3, 4, 5]);
+  assert.ok(itemsSent(h.sockets[1]).every((item) => item.address === "/n"));
+  assert.deepEqual(itemsSent(h.socket).map((item) => item.value), [0, 1]); // nothing sent twice
+  assert.equal(h.logs.warn.length, 0);
+});
+
+test("a socket no longer open at flush keeps the values; the successor sends them in order", async () => {
+  const h = start();
+  await openAndAck(h);
+  h.socket.readyState = 2; // CLOSING: the server went away, onclose has not fired yet
+  h.channel.send("/a", 0);
+  h.channel.send("/b", false);
+  await tick();
+  assert.deepEqual(h.socket.commMsgData(), []);
+  assert.equal(h.channel.state, "open");
+
+  const next = wk.install({ kernel_id: KERNEL }, h.deps);
+  await ackSocket(h.sockets[1], next);
+  assert.deepEqual(itemsSent(h.sockets[1]), [
+    { address: "/a", value: 0 },
+    { address: "/b", value: false },
+  ]);
+  assert.deepEqual(h.socket.commMsgData(), []);
+  assert.equal(h.logs.warn.length, 0);
+});
+
+test("values unsent when the channel closes with no successor: one warning with their count and why", async () => {
+  const h = start({ max_batch_items: 2, ack_every_msgs: 1 });
+  await openAndAck(h);
+  h.socket.readyState = 2;
+  for (let i = 0; i < 5; i++) h.channel.send("/n", i);
+  // An #ack also waits in the outbox; it is not a value of the page and is not counted.
+  h.socket.serverSends(fromKernelNumbered(h.channel.commId, { address: "/x", value: 1 }, 1));
+  await tick();
+  assert.deepEqual(h.logs.warn, []);
+  h.socket.serverCloses(1006);
+  assert.equal(h.channel.state, "closed");
+  assert.equal(h.logs.warn.length, 1);
+  assert.equal(
+    h.logs.warn[0][0],
+    "wrapperkernel_comm: the websocket closed (code 1006); dropped 5 queued value(s) that were never sent",
+  );
+  assert.deepEqual(h.socket.commMsgData(), []);
+});
+
+test("close() after a send that threw: the unsent values are counted in the warning", async () => {
+  const h = start();
+  await openAndAck(h);
+  failSendsAfter(h.socket, 0);
+  h.channel.send("/a", 1);
+  h.channel.send("/b", 2);
+  h.channel.send("/c", 3);
+  await tick();
+  h.channel.close();
+  assert.equal(h.logs.warn.length, 1);
+  assert.match(h.logs.warn[0][0], /close\(\) was called; dropped 3 queued value\(s\)/);
+});
+
+// ---------------------------------------------------------------- acknowledgements
+
+function fromKernelNumbered(commId, data, seq) {
+  return Object.assign(fromKernel(commId, data), { metadata: { seq } });
+}
+
+function acksSent(socket) {
+  return itemsSent(socket).filter((item) => item.address === "#ack").map((item) => item.value);
+}
+
+function liveTimers(h, ms) {
+  return h.timers.filter((timer) => !timer.cleared && !timer.fired && timer.ms === ms);
+}
+
+function fire(timer) {
+  timer.fired = true;
+  timer.fn();
+}
+
+test("DEFAULT_CONFIG acknowledges every 16 messages or after 20 ms", () => {
+  assert.equal(wk.DEFAULT_CONFIG.ack_every_msgs, 16);
+  assert.equal(wk.DEFAULT_CONFIG.ack_delay_ms, 20);
+});
+
+test("acks: at once after ack_every_msgs numbered messages, once their items are delivered", async () => {
+  const h = start({ ack_every_msgs: 3, ack_delay_ms: 40 });
+  await openAndAck(h);
+  const got = record(h.channel, "/v");
+  h.socket.serverSends(fromKernelNumbered(h.channel.commId, { address: "/v", value: 1 }, 1));
+  h.socket.serverSends(fromKernelNumbered(h.channel.commId, { address: "/v", value: 2 }, 2));
+  await tick();
+  assert.deepEqual(acksSent(h.socket), []);
+  assert.equal(liveTimers(h, 40).length, 1);
+  h.socket.serverSends(
+    fromKernelNumbered(h.channel.commId, { batch: [{ address: "/v", value: 3 }, { address: "/v", value: 4 }] }, 3),
+  );
+  assert.deepEqual(got.map(([, v]) => v), [1, 2, 3, 4]);
+  await tick();
+  assert.deepEqual(h.socket.commMsgData().at(-1), { address: "#ack", value: 3 });
+  assert.equal(liveTimers(h, 40).length, 0); // the delay timer is cancelled
+  for (let seq = 4; seq <= 6; seq++) {
+    h.socket.serverSends(fromKernelNumbered(h.channel.commId, { address: "/v", value: seq }, seq));
+  }
+  await tick();
+  assert.deepEqual(acksSent(h.socket), [3, 6]);
+});
+
+test("acks: ack_delay_ms after the first unacknowledged message, one timer, the highest seq", async () => {
+  const h = start({ ack_delay_ms: 25 });
+  await openAndAck(h);
+  h.socket.serverSends(fromKernelNumbered(h.channel.commId, { address: "/v", value: "a" }, 1));
+  h.socket.serverSends(fromKernelNumbered(h.channel.commId, { address: "/v", value: "b" }, 3));
+  h.socket.serverSends(fromKernelNumbered(h.channel.commId, { address: "/v", value: "c" }, 2)); // late
+  assert.equal(liveTimers(h, 25).length, 1);
+  await tick();
+  assert.deepEqual(acksSent(h.socket), []);
+  const [timer] = liveTimers(h, 25);
+  fire(timer);
+  await tick();
+  assert.deepEqual(acksSent(h.socket), [3]);
+
+  // Nothing new: no timer, no ack; an old seq again is nothing new either.
+  timer.fn();
+  h.socket.serverSends(fromKernelNumbered(h.channel.commId, { address: "/v", value: "d" }, 3));
+  h.socket.serverSends(fromKernelNumbered(h.channel.commId, { address: "/v", value: "e" }, 1));
+  await tick();
+  assert.equal(liveTimers(h, 25).length, 0);
+  assert.deepEqual(acksSent(h.socket), [3]);
+
+  h.socket.serverSends(fromKernelNumbered(h.channel.commId, { address: "/v", value: "f" }, 4));
+  fire(liveTimers(h, 25)[0]);
+  await tick();
+  assert.deepEqual(acksSent(h.socket), [3, 4]);
+});
+
+test("acks: none for messages without a seq or with one that is not a positive integer", async () => {
+  const h = start({ ack_every_msgs: 1 });
+  await openAndAck(h);
+  const got = record(h.channel, "/v");
+  h.socket.serverSends(fromKernel(h.channel.commId, { address: "/v", value: 1 }));
+  for (const seq of [0, -1, 1.5, "2", null, true, [3]]) {
+    h.socket.serverSends(fromKernelNumbered(h.channel.commId, { address: "/v", value: 1 }, seq));
+  }
+  h.socket.serverSends(Object.assign(fromKernel(h.channel.commId, { address: "/v", value: 1 }), { metadata: null }));
+  h.socket.serverSends(fromKernelNumbered(h.channel.commId, { address: "/v", value: 1 }, 5)); // the seq stays on metadata
+  await tick();
+  assert.equal(got.length, 10);
+  assert.deepEqual(h.timers, []);
+  assert.deepEqual(acksSent(h.socket), [5]);
+  // A seq in content.data is not an acknowledgement number.
+  h.socket.serverSends(fromKernel(h.channel.commId, { address: "/v", value: 1, seq: 9 }));
+  await tick();
+  assert.deepEqual(acksSent(h.socket), [5]);
+});
+
+test("#comm_open_ack with a seq is acknowledged like any message, after the values queued before it", async () => {
+  const h = start({ ack_every_msgs: 1 });
+  h.socket.serverOpens();
+  h.channel.send("/early", 1);
+  h.socket.serverSends(fromKernelNumbered(h.channel.commId, { address: "#comm_open_ack", value: true }, 1));
+  await tick();
+  assert.deepEqual(h.socket.commMsgData(), [
+    { batch: [{ address: "/early", value: 1 }, { address: "#ack", value: 1 }] },
+  ]);
+
+  const d = start(); // with the default config, the delay timer sends it
+  d.socket.serverOpens();
+  d.socket.serverSends(fromKernelNumbered(d.channel.commId, { address: "#comm_open_ack", value: true }, 1));
+  fire(liveTimers(d, 20)[0]);
+  await tick();
+  assert.deepEqual(acksSent(d.socket), [1]);
+});
+
+test("acks: none after close, and none handed to a successor (its comm counts anew)", async () => {
+  const h = start({ ack_delay_ms: 30 });
+  await openAndAck(h);
+  h.socket.serverSends(fromKernelNumbered(h.channel.commId, { address: "/v", value: 1 }, 1));
+  const [timer] = liveTimers(h, 30);
+  h.channel.close();
+  assert.equal(timer.cleared, true);
+  timer.fn(); // even a timer that fires anyway
+  h.socket.readyState = 1;
+  h.socket.serverSends(fromKernelNumbered(h.channel.commId, { address: "/v", value: 2 }, 2));
+  await tick();
+  assert.deepEqual(h.socket.frames().at(-1).header.msg_type, "comm_close");
+  assert.deepEqual(acksSent(h.socket), []);
+
+  const r = start({ ack_every_msgs: 1 });
+  await openAndAck(r);
+  r.socket.readyState = 2; // the ack and the value cannot leave
+  r.socket.serverSends(fromKernelNumbered(r.channel.commId, { address: "/v", value: 1 }, 1));
+  r.channel.send("/page", "mine");
+  await tick();
+  const next = wk.install({ kernel_id: KERNEL }, r.deps);
+  await ackSocket(r.sockets[1], next);
+  assert.deepEqual(itemsSent(r.sockets[1]), [{ address: "/page", value: "mine" }]);
+  assert.deepEqual(r.logs.warn, []);
+});
