@@ -92,6 +92,9 @@ class Kernel:
 
     async def _dispatch(self, request: Incoming) -> None:
         msg_type = request.msg_type
+        if not isinstance(request.content, dict):
+            self._content_not_an_object(request)
+            return
         if msg_type in QUEUED_TYPES and request.channel == "shell":
             try:
                 job = Job(request, self._worker_frame(request))
@@ -149,6 +152,19 @@ class Kernel:
         self._status("busy", request)
         self._reply(request, _error_content(ename, evalue))
         self._status("idle", request)
+
+    def _content_not_an_object(self, request: Incoming) -> None:
+        """The messaging spec makes every content a dict: a request gets an error reply
+        (nothing of it is run), anything else has nobody waiting and is only logged."""
+        kind = _json_kind(request.content)
+        if request.msg_type.endswith("_request"):
+            self._reply_error_now(request, "BadRequest", (
+                f"the content of this {request.msg_type} is {kind}, but it must be a JSON "
+                "object, so nothing was done. The frontend sent a malformed message: send "
+                "the request again with an object as its content."))
+        else:
+            log.warning("ignored %s (msg_id %s): its content is %s, not a JSON object",
+                        request.msg_type, request.msg_id, kind)
 
     # ------------------------------------------------------------------ immediate handlers
 
@@ -387,6 +403,19 @@ class Kernel:
         content = _error_content("WorkerDied", evalue)
         content["execution_count"] = self.next_execution_count
         self._complete(job, content)
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in the words of the JSON spec (for error messages)."""
+    if isinstance(value, list):
+        return "a JSON array"
+    if isinstance(value, str):
+        return "a JSON string"
+    if isinstance(value, bool):
+        return "a JSON boolean"
+    if isinstance(value, (int, float)):
+        return "a JSON number"
+    return "null" if value is None else f"a {type(value).__name__}"
 
 
 def _error_content(ename: str, evalue: str) -> dict[str, Any]:

@@ -2,8 +2,15 @@
 
 Messages are (de)serialised and signed by ``Session.serialize`` / ``Session.deserialize``
 and sent with plain non-blocking sends: ``Session.send`` on an asyncio socket would send
-synchronously. A message with a bad signature or that cannot be parsed is logged and
-dropped here; the kernel's handlers only ever see well-formed, signed messages.
+synchronously. A message with a bad signature, that cannot be parsed, or whose header
+cannot address a reply (no header object, no ``msg_type``) is logged and dropped here;
+the kernel's handlers only ever see signed messages with a usable header. Their content
+may still be any JSON value: whether a non-object content is answered (a request) or
+only logged is the kernel's decision, since only it knows which messages are requests.
+
+Each receive loop (``serve``, ``serve_subscriptions``) has one broad catch around its
+body, so that a failure in one message is logged with its traceback and the next message
+is still served.
 
 IOPub is an XPUB socket (JEP 65): each new subscriber gets an ``iopub_welcome`` message,
 so a client knows when it starts receiving. The heartbeat echoes on its own thread, so a
@@ -104,43 +111,68 @@ class Transport:
         """Receive on ``channel`` forever, handing each valid message to ``handler``."""
         sock, plain = self._sockets[channel], self._plain[channel]
         while True:
-            await self._handle(channel, await sock.recv_multipart(copy=True), handler)
-            for _ in range(DRAIN_MAX):
-                try:
-                    frames = plain.recv_multipart(_NOBLOCK, copy=True)
-                except zmq.Again:
-                    break
-                await self._handle(channel, frames, handler)
-            # As after a send (see send): the reads above may have taken the fd's edge.
+            current: list[Incoming] = []  # the message being handled, for the log
+            try:
+                await self._serve_ready(channel, sock, plain, handler, current)
+            except Exception:  # noqa: BLE001 - the one catch-all of this loop: log, serve on
+                what = (f"{current[0].msg_type} (msg_id {current[0].msg_id})" if current
+                        else "a message")
+                log.exception("receiving or handling %s on %s failed; serving on", what, channel)
+                if sock.closed:
+                    return  # closed under us (shutdown): nothing left to serve
+
+    async def _serve_ready(self, channel: str, sock: zmq.asyncio.Socket, plain: zmq.Socket,
+                           handler: Handler, current: list[Incoming]) -> None:
+        """Wait for one message, then handle it and up to ``DRAIN_MAX`` queued ones."""
+        frames: list[bytes] | None = await sock.recv_multipart(copy=True)
+        try:
+            drained = 0
+            while frames is not None:
+                current.clear()
+                request = self._parse(channel, frames)
+                if request is not None:
+                    current.append(request)
+                    await handler(request)
+                frames = None
+                if drained < DRAIN_MAX:
+                    drained += 1
+                    try:
+                        frames = plain.recv_multipart(_NOBLOCK, copy=True)
+                    except zmq.Again:
+                        frames = None
+        finally:
+            # As after a send (see send): the reads above may have taken the fd's edge. Also
+            # after a failure, or messages already queued would wait for the next one.
             sock.get(_EVENTS)
 
-    async def _handle(self, channel: str, frames: list[bytes], handler: Handler) -> None:
+    def _parse(self, channel: str, frames: list[bytes]) -> Incoming | None:
         try:
             idents, parts = self.session.feed_identities(frames, copy=True)
             msg = self.session.deserialize(parts, content=True, copy=True)
         except (ValueError, TypeError, KeyError, IndexError) as error:
             # Bad or duplicate signature, too few frames, no delimiter, bad JSON.
             log.warning("dropped a message on %s: %s", channel, error)
-            return
+            return None
         problem = _header_problem(msg)
         if problem:
             log.warning("dropped a message on %s: %s", channel, problem)
-            return
-        try:
-            await handler(Incoming(channel, idents, msg))
-        except Exception:  # noqa: BLE001 - the one catch-all of this loop: log, serve on
-            log.exception("handling %s (msg_id %s) on %s failed", msg["header"]["msg_type"],
-                          msg["header"].get("msg_id"), channel)
+            return None
+        return Incoming(channel, idents, msg)
 
     async def serve_subscriptions(self) -> None:
         """Answer each IOPub subscription with ``iopub_welcome`` (JEP 65)."""
         sock = self._sockets["iopub"]
         while True:
-            frames = await sock.recv_multipart()
-            event = frames[0]
-            if event[:1] == b"\x01":
-                topic = event[1:].decode("utf-8", "replace")
-                self.publish("iopub_welcome", {"subscription": topic}, parent=None)
+            try:
+                frames = await sock.recv_multipart()
+                event = frames[0]
+                if event[:1] == b"\x01":
+                    topic = event[1:].decode("utf-8", "replace")
+                    self.publish("iopub_welcome", {"subscription": topic}, parent=None)
+            except Exception:  # noqa: BLE001 - the one catch-all of this loop: log, serve on
+                log.exception("answering an IOPub subscription failed; serving on")
+                if sock.closed:
+                    return  # closed under us (shutdown): nothing left to serve
 
     def send(
         self,
@@ -185,10 +217,14 @@ class Transport:
 
 
 def _header_problem(msg: dict[str, Any]) -> str:
-    """Why ``msg`` cannot be handled at all (no reply can even be addressed), or ''."""
+    """Why ``msg`` cannot be handled at all (no reply can even be addressed), or ''.
+
+    A content that is not an object is not such a reason: a request with one is answered
+    with an error by the kernel (STYLE.md: every request gets exactly one reply).
+    """
     header = msg.get("header")
-    if not isinstance(header, dict) or not isinstance(msg.get("content"), dict):
-        return "header or content is not an object"
+    if not isinstance(header, dict):
+        return "the header is not an object"
     if not isinstance(header.get("msg_type"), str) or not header["msg_type"]:
         return f"header.msg_type is {header.get('msg_type')!r}, not a message type name"
     if not isinstance(header.get("msg_id", ""), str):

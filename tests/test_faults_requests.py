@@ -1,0 +1,337 @@
+"""Faults on the request path (issue 8): every request the kernel can address gets its
+reply, a bad answer to ``input()`` ends the prompt with an error instead of a hang, a
+crashed worker reader says so in its exit status, an interrupt ends a cell that sits at
+any prompt (``input``, ``getpass``, ``pdb``, ``breakpoint``, ``%debug``), and a failure
+inside one of the transport's receive loops does not stop that loop.
+
+Kernel-level tests drive a real kernel through jupyter_client. Messages whose content is
+not a JSON object are sent through the client's own channels with the content already
+serialised (``Session.serialize`` passes bytes through as they are), so their replies are
+filed under their msg_id like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import zmq
+import zmq.asyncio
+from kernel_helpers import REPLY_TIMEOUT_S, KernelConnection, Message, running_kernel
+
+from wrapperkernel.kernel.kernel import Kernel
+from wrapperkernel.kernel.supervisor import describe_exit
+from wrapperkernel.wire.connection import ConnectionInfo
+from wrapperkernel.wire.session import import_session_class
+from wrapperkernel.wire.transport import Incoming, Transport
+from wrapperkernel.worker.main import READER_CRASHED_EXIT
+
+# Content that is valid JSON but not an object, as the bytes that go on the wire.
+NOT_OBJECTS = {"list": b"[]", "string": b'"x"', "number": b"3"}
+
+
+@pytest.fixture
+def own_kernel(kernel_env: object) -> Iterator[KernelConnection]:
+    """A kernel for one test: a test that fails by leaving a cell stuck must not take the
+    other tests with it."""
+    with running_kernel() as connection:
+        yield connection
+
+
+def send_raw_content(kernel: KernelConnection, msg_type: str, content: bytes,
+                     channel: str = "shell") -> str:
+    """Send a signed, well-headed message whose content is ``content`` as it is."""
+    msg = kernel.kc.session.msg(msg_type, {})
+    msg["content"] = content
+    getattr(kernel.kc, f"{channel}_channel").send(msg)
+    return msg["header"]["msg_id"]
+
+
+def statuses(kernel: KernelConnection, msg_id: str) -> list[str]:
+    return [m["content"]["execution_state"] for m in kernel.iopub(msg_id)
+            if m["msg_type"] == "status"]
+
+
+def shown_errors(messages: list[Message]) -> list[dict[str, Any]]:
+    return [m["content"] for m in messages if m["msg_type"] == "error"]
+
+
+# ---------------------------------------------------------------------- item 5: requests
+
+NON_OBJECT_REQUESTS = [
+    pytest.param("execute_request", "shell", "execute_reply", id="execute"),
+    pytest.param("kernel_info_request", "shell", "kernel_info_reply", id="kernel-info"),
+    pytest.param("complete_request", "shell", "complete_reply", id="complete"),
+    pytest.param("shutdown_request", "control", "shutdown_reply", id="shutdown-on-control"),
+]
+
+
+@pytest.mark.parametrize("content", NOT_OBJECTS.values(), ids=NOT_OBJECTS.keys())
+@pytest.mark.parametrize(("msg_type", "channel", "reply_type"), NON_OBJECT_REQUESTS)
+def test_request_whose_content_is_not_an_object_gets_a_bad_request_reply(
+    kernel: KernelConnection, msg_type: str, channel: str, reply_type: str, content: bytes
+) -> None:
+    msg_id = send_raw_content(kernel, msg_type, content, channel)
+
+    reply = kernel.reply(msg_id, channel)
+    assert reply["msg_type"] == reply_type
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "BadRequest"
+    assert "must be a JSON object" in reply["content"]["evalue"]
+    assert statuses(kernel, msg_id) == ["busy", "idle"]
+    # Nothing ran, and a shutdown_request with bad content did not stop the kernel.
+    assert kernel.run("print('still serving')").stdout == "still serving\n"
+
+
+def test_comm_msg_whose_content_is_not_an_object_is_not_answered(
+    kernel: KernelConnection,
+) -> None:
+    bad = send_raw_content(kernel, "comm_msg", b"[]")
+    # Handled in order: once the next request is answered, a reply to bad would be in.
+    after = kernel.request("kernel_info_request", {})
+
+    assert after.status == "ok"
+    assert kernel.messages("shell", bad) == []
+
+
+REQUIRED_FIELDS = {
+    "execute-code-number": ("execute_request", {"code": 5}, "shell"),
+    "execute-without-code": ("execute_request", {}, "shell"),
+    "complete-without-code": ("complete_request", {"cursor_pos": 0}, "shell"),
+    "complete-cursor-text": ("complete_request", {"code": "zi", "cursor_pos": "two"}, "shell"),
+    "inspect-without-code": ("inspect_request", {}, "shell"),
+    "history-n-text": ("history_request", {"hist_access_type": "tail", "n": "ten"}, "shell"),
+    "is-complete-code-list": ("is_complete_request", {"code": ["x = 1"]}, "shell"),
+    "comm-info-target-list": ("comm_info_request", {"target_name": ["x"]}, "shell"),
+    "shutdown-restart-text": ("shutdown_request", {"restart": "maybe"}, "control"),
+}
+
+
+@pytest.mark.parametrize(("msg_type", "content", "channel"), REQUIRED_FIELDS.values(),
+                         ids=REQUIRED_FIELDS.keys())
+def test_missing_or_mistyped_fields_get_an_error_reply_parented_to_the_request(
+    kernel: KernelConnection, msg_type: str, content: dict[str, Any], channel: str
+) -> None:
+    msg_id = kernel.send(msg_type, content, channel)
+
+    reply = kernel.reply(msg_id, channel)
+    assert reply["msg_type"] == msg_type.replace("_request", "_reply")
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "BadRequest"
+    assert "content." in reply["content"]["evalue"]  # names the field
+    assert statuses(kernel, msg_id) == ["busy", "idle"]
+    assert kernel.run("print('still serving')").stdout == "still serving\n"
+
+
+class FakeTransport:
+    """Records what the kernel sends and publishes."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = []
+
+    def send(self, channel: str, msg_type: str, content: dict[str, Any],
+             parent: dict[str, Any] | None, idents: list[bytes] | None = None,
+             **_: Any) -> None:
+        self.sent.append((channel, msg_type, content, parent or {}))
+
+    def publish(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None,
+                **_: Any) -> None:
+        self.send("iopub", msg_type, content, parent)
+
+
+def incoming(channel: str, msg_type: str, content: Any, msg_id: str = "bad-1") -> Incoming:
+    header = {"msg_id": msg_id, "msg_type": msg_type}
+    return Incoming(channel, [b"client"], {"header": header, "parent_header": {},
+                                          "metadata": {}, "content": content})
+
+
+@pytest.mark.parametrize("msg_type", ["execute_request", "kernel_info_request",
+                                      "interrupt_request"])
+def test_non_object_content_request_is_logged_once_by_msg_id(
+    caplog: pytest.LogCaptureFixture, msg_type: str
+) -> None:
+    transport = FakeTransport()
+    kernel = Kernel(transport, worker=None)  # type: ignore[arg-type]
+
+    with caplog.at_level(logging.INFO, logger="wrapperkernel"):
+        asyncio.run(kernel._dispatch(incoming("shell", msg_type, ["x"])))
+
+    replies = [s for s in transport.sent if s[0] == "shell"]
+    assert [(r[1], r[2]["ename"], r[3]["msg_id"]) for r in replies] == [
+        (msg_type.replace("_request", "_reply"), "BadRequest", "bad-1")]
+    assert [s[2]["execution_state"] for s in transport.sent if s[1] == "status"] == [
+        "busy", "idle"]
+    assert [r.getMessage() for r in caplog.records if "bad-1" in r.getMessage()] == [
+        r.getMessage() for r in caplog.records]
+    assert len(caplog.records) == 1
+
+
+def test_non_object_content_on_a_comm_msg_is_logged_not_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    transport = FakeTransport()
+    kernel = Kernel(transport, worker=None)  # type: ignore[arg-type]
+
+    with caplog.at_level(logging.INFO, logger="wrapperkernel"):
+        asyncio.run(kernel._dispatch(incoming("shell", "comm_msg", 3, msg_id="comm-1")))
+
+    assert [s for s in transport.sent if s[0] == "shell"] == []
+    assert len(caplog.records) == 1
+    assert "comm-1" in caplog.records[0].getMessage()
+
+
+# ---------------------------------------------------------------------- item 7: reader crash
+
+CRASH_THE_READER = """
+import wrapperkernel.worker.main as worker_main
+
+def _broken_route(self, frame):
+    raise RuntimeError("injected reader failure")
+
+worker_main.Worker._route = _broken_route
+"""
+
+
+def test_reader_crash_exits_with_its_own_status_and_the_reply_names_it(
+    own_kernel: KernelConnection,
+) -> None:
+    assert own_kernel.run(CRASH_THE_READER).status == "ok"
+
+    # The next frame the reader gets (this cell's request) makes it crash.
+    crash = own_kernel.run("print('never runs')")
+
+    assert crash.status == "error"
+    assert crash.content["ename"] == "WorkerDied"
+    evalue = crash.content["evalue"]
+    assert f"exited with code {READER_CRASHED_EXIT}" in evalue
+    assert "reader thread crashed" in evalue
+    assert [s["ename"] for s in shown_errors(crash.outputs)] == ["WorkerDied"]
+    after = own_kernel.run("print('fresh worker')")
+    assert after.stdout == "fresh worker\n"
+
+
+def test_describe_exit_explains_the_reader_crash_status() -> None:
+    assert READER_CRASHED_EXIT not in (0, 1, 2)
+    text = describe_exit(READER_CRASHED_EXIT)
+    assert f"exited with code {READER_CRASHED_EXIT}" in text
+    assert "reader thread crashed" in text
+    assert describe_exit(3) == "the worker process exited with code 3"
+
+
+# ---------------------------------------------------------------------- transport loops
+
+
+def free_ports(count: int) -> list[int]:
+    holders = [socket.socket() for _ in range(count)]
+    try:
+        for holder in holders:
+            holder.bind(("127.0.0.1", 0))
+        return [holder.getsockname()[1] for holder in holders]
+    finally:
+        for holder in holders:
+            holder.close()
+
+
+def bound_transport() -> Transport:
+    shell, iopub, stdin, control, hb = free_ports(5)
+    info = ConnectionInfo(shell_port=shell, iopub_port=iopub, stdin_port=stdin,
+                          control_port=control, hb_port=hb, key="secret")
+    transport = Transport(info, import_session_class()(key=b"secret"))
+    transport.bind()
+    return transport
+
+
+def fail_once(real: Any) -> Any:
+    calls = {"n": 0}
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected failure")
+        return real(*args, **kwargs)
+
+    return wrapper
+
+
+async def _serve_survives_a_failed_message() -> list[str]:
+    transport = bound_transport()
+    handled: list[str] = []
+    handled_one = asyncio.Event()
+
+    async def handler(request: Incoming) -> None:
+        handled.append(request.msg_type)
+        handled_one.set()
+
+    transport.session.deserialize = fail_once(transport.session.deserialize)
+    task = asyncio.create_task(transport.serve("shell", handler))
+    client = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+    client.linger = 0
+    client.connect(transport.info.address(transport.info.shell_port))
+    session = transport.session
+    try:
+        for msg_type in ("first_request", "second_request"):
+            await client.send_multipart(session.serialize(session.msg(msg_type, {})))
+        await asyncio.wait_for(handled_one.wait(), REPLY_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        pass  # the assertion on what was handled says what went wrong
+    finally:
+        task.cancel()
+        client.close()
+        transport.close()
+    return handled
+
+
+def test_serve_loop_keeps_serving_after_a_failure(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="wrapperkernel.wire"):
+        handled = asyncio.run(_serve_survives_a_failed_message())
+
+    assert handled == ["second_request"]
+    logged = [r for r in caplog.records if "injected failure" in r.getMessage()
+              or (r.exc_info and "injected failure" in str(r.exc_info[1]))]
+    assert len(logged) == 1
+    assert logged[0].exc_info is not None  # with the traceback
+
+
+async def _subscriptions_survive_a_failed_welcome() -> list[str]:
+    transport = bound_transport()
+    transport.publish = fail_once(transport.publish)  # type: ignore[method-assign]
+    task = asyncio.create_task(transport.serve_subscriptions())
+    context = zmq.asyncio.Context.instance()
+    welcomes: list[str] = []
+    subscribers = []
+    try:
+        for _ in range(2):
+            sub = context.socket(zmq.SUB)
+            sub.linger = 0
+            sub.setsockopt(zmq.SUBSCRIBE, b"")
+            sub.connect(transport.info.address(transport.info.iopub_port))
+            subscribers.append(sub)
+        # The first subscription's welcome fails; the second subscriber gets its welcome.
+        try:
+            parts = await asyncio.wait_for(subscribers[-1].recv_multipart(), REPLY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return welcomes
+        _, parts = transport.session.feed_identities(parts)
+        welcomes.append(transport.session.deserialize(parts)["header"]["msg_type"])
+    finally:
+        task.cancel()
+        for sub in subscribers:
+            sub.close()
+        transport.close()
+    return welcomes
+
+
+def test_subscription_loop_keeps_serving_after_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="wrapperkernel.wire"):
+        welcomes = asyncio.run(_subscriptions_survive_a_failed_welcome())
+
+    assert welcomes == ["iopub_welcome"]
+    assert any(r.exc_info is not None for r in caplog.records)
