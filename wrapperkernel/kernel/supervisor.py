@@ -40,6 +40,13 @@ def describe_exit(returncode: int | None) -> str:
         except ValueError:
             name = f"signal {number}"
         return f"the worker process was killed by signal {number} ({name})"
+    # Imported here: the kernel reads the worker's constant only when a worker has exited.
+    from wrapperkernel.worker.main import READER_CRASHED_EXIT
+
+    if returncode == READER_CRASHED_EXIT:
+        return (f"the worker process exited with code {returncode}: its reader thread "
+                "crashed (a bug in wrapperkernel, not in your code: please report it with "
+                "the traceback from the kernel's log)")
     return f"the worker process exited with code {returncode}"
 
 

@@ -39,6 +39,11 @@ COMM_BARRIER_WAIT_S = 1.0
 # spins in pure Python. A shorter interval costs nothing while those threads sleep, and
 # two CPU-bound threads ran no slower with 0.1 ms than with 5 ms here.
 SWITCH_INTERVAL_S = float(os.environ.get("WRAPPERKERNEL_SWITCH_INTERVAL_S", "0.0001"))
+# The worker's exit status when its reader thread crashed (a bug in wrapperkernel, not in
+# the cell): without a reader nothing reaches the worker any more. 70 is EX_SOFTWARE of
+# sysexits.h, "internal software error"; the kernel's error reply names it
+# (supervisor.describe_exit). Exit status 0 stays "the kernel went away".
+READER_CRASHED_EXIT = 70
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,9 +141,12 @@ class Worker:
                 self._route(frame)
         except KernelGone as gone:
             self.log(f"{gone}; exiting")
+            os._exit(0)
         except Exception:  # noqa: BLE001 - the one catch-all of this loop: report, then exit
-            self.log("reader thread failed:\n" + traceback.format_exc())
-        os._exit(0)
+            self.log(f"reader thread failed; exiting with status {READER_CRASHED_EXIT}:\n"
+                     + traceback.format_exc())
+            os._exit(READER_CRASHED_EXIT)
+        os._exit(0)  # frames() ends only by raising; kept so the thread never just returns
 
     def _route(self, frame: frames.KernelToWorker) -> None:
         if isinstance(frame, frames.InputReplyFrame):
