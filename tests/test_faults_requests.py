@@ -23,6 +23,7 @@ import zmq
 import zmq.asyncio
 from kernel_helpers import REPLY_TIMEOUT_S, KernelConnection, Message, running_kernel
 
+from wrapperkernel.channel import frames
 from wrapperkernel.kernel.kernel import Kernel
 from wrapperkernel.kernel.supervisor import describe_exit
 from wrapperkernel.wire.connection import ConnectionInfo
@@ -184,6 +185,49 @@ def test_non_object_content_on_a_comm_msg_is_logged_not_answered(
     assert [s for s in transport.sent if s[0] == "shell"] == []
     assert len(caplog.records) == 1
     assert "comm-1" in caplog.records[0].getMessage()
+
+
+# ---------------------------------------------------------------------- item 6: input_reply
+
+BAD_INPUT_REPLIES = {
+    "value-number": (b'{"value": 5}', "content.value"),
+    "content-list": (b"[]", "JSON object"),
+    "content-string": (b'"abc"', "JSON object"),
+}
+
+
+@pytest.mark.parametrize(("content", "what"), BAD_INPUT_REPLIES.values(),
+                         ids=BAD_INPUT_REPLIES.keys())
+def test_malformed_input_reply_ends_input_with_an_error_saying_why(
+    kernel: KernelConnection, content: bytes, what: str
+) -> None:
+    assert kernel.run("kept = 'before the prompt'").status == "ok"
+    cell = kernel.execute("value = input('name? ')", allow_stdin=True)
+    kernel.wait_for("stdin", cell, lambda msgs: len(msgs) > 0, what="input_request")
+
+    send_raw_content(kernel, "input_reply", content, channel="stdin")
+
+    result = kernel.result(cell)
+    assert result.status == "error"
+    assert result.content["ename"] == "InputReplyError"
+    assert "malformed" in result.content["evalue"]
+    assert what in result.content["evalue"]
+    shown = shown_errors(result.outputs)
+    assert [s["ename"] for s in shown] == ["InputReplyError"]
+    # The next prompt works, and the namespace is intact.
+    again = kernel.execute("value = input('again? ')\nprint(kept, value)", allow_stdin=True)
+    kernel.wait_for("stdin", again, lambda msgs: len(msgs) > 0, what="input_request")
+    kernel.kc.input("fine")
+    assert kernel.result(again).stdout == "before the prompt fine\n"
+
+
+def test_input_reply_frame_without_error_field_still_decodes() -> None:
+    """Frames written before the ``error`` field existed are still valid."""
+    frame = frames.KERNEL_TO_WORKER.validate_json(
+        b'{"type": "input_reply", "req": "r1", "value": "abc"}')
+
+    assert isinstance(frame, frames.InputReplyFrame)
+    assert (frame.value, frame.error) == ("abc", None)
 
 
 # ---------------------------------------------------------------------- item 7: reader crash

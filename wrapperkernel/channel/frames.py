@@ -71,9 +71,13 @@ class HistoryFrame(_Frame):
 
 
 class InputReplyFrame(_Frame):
+    """The frontend's answer to ``input()``; ``error`` says why its input_reply could not
+    be used (``value`` is then empty), so that ``input()`` raises instead of waiting."""
+
     type: Literal["input_reply"] = "input_reply"
     req: str
     value: str
+    error: str | None = None
 
 
 class CommValueFrame(_Frame):

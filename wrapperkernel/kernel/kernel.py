@@ -83,12 +83,22 @@ class Kernel:
         if job is None:
             log.warning("input_reply %s arrived when no cell asked for input", request.msg_id)
             return
-        try:
-            reply = m.parse(m.InputReply, request.content)
-        except m.BadRequest as error:
-            log.warning("bad input_reply %s: %s", request.msg_id, error)
-            return
-        self.worker.send(frames.InputReplyFrame(req=job.request.msg_id, value=reply.value))
+        if not isinstance(request.content, dict):
+            problem = f"its content is {_json_kind(request.content)}, not a JSON object"
+        else:
+            try:
+                reply = m.parse(m.InputReply, request.content)
+            except m.BadRequest as error:
+                problem = str(error)
+            else:
+                self.worker.send(frames.InputReplyFrame(req=job.request.msg_id,
+                                                        value=reply.value))
+                return
+        # The cell waits in input() for this answer: tell it the answer was unusable, or
+        # it would wait for ever.
+        log.warning("bad input_reply %s: %s", request.msg_id, problem)
+        self.worker.send(frames.InputReplyFrame(req=job.request.msg_id, value="",
+                                                error=problem))
 
     async def _dispatch(self, request: Incoming) -> None:
         msg_type = request.msg_type

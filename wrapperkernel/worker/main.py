@@ -46,6 +46,10 @@ SWITCH_INTERVAL_S = float(os.environ.get("WRAPPERKERNEL_SWITCH_INTERVAL_S", "0.0
 READER_CRASHED_EXIT = 70
 
 
+class InputReplyError(RuntimeError):
+    """The frontend answered ``input()`` with an input_reply the kernel could not use."""
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m wrapperkernel.worker")
     parser.add_argument("--fd", type=int, required=True, help="inherited socket to the kernel")
@@ -201,4 +205,10 @@ class Worker:
             frames.InputRequestFrame(req=self.context.req, prompt=prompt, password=password)
         )
         reply = self.input_replies.get()
+        if reply.error is not None:
+            raise InputReplyError(
+                f"input() got no answer: the frontend's input_reply was malformed "
+                f"({reply.error}). Run the cell again to be asked again; if it keeps "
+                "happening, the frontend has a bug."
+            )
         return reply.value
