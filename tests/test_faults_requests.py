@@ -268,6 +268,73 @@ def test_describe_exit_explains_the_reader_crash_status() -> None:
     assert describe_exit(3) == "the worker process exited with code 3"
 
 
+# ---------------------------------------------------------------------- item 8: interrupts
+
+PROMPTS = {
+    "input": "value = input('name? ')\nafter = 1",
+    "getpass": "import getpass\nvalue = getpass.getpass('secret? ')\nafter = 1",
+    "pdb-set-trace": "import pdb\npdb.set_trace()\nafter = 1",
+    "breakpoint": "breakpoint()\nafter = 1",
+    "post-mortem-debug": "%debug",
+}
+
+
+def interrupt(kernel: KernelConnection, mode: str) -> None:
+    if mode == "signal":
+        kernel.km.interrupt_kernel()  # interrupt_mode "signal": SIGINT to the kernel
+    else:
+        reply = kernel.request("interrupt_request", {}, channel="control").reply
+        assert reply["content"]["status"] == "ok"
+
+
+def wait_for_prompt(kernel: KernelConnection, cell: str) -> None:
+    kernel.wait_for("stdin", cell, lambda msgs: len(msgs) > 0, what="input_request")
+
+
+@pytest.mark.parametrize("mode", ["signal", "message"])
+@pytest.mark.parametrize("prompt", PROMPTS.keys())
+def test_interrupt_at_a_prompt_ends_the_cell_and_keeps_the_namespace(
+    own_kernel: KernelConnection, prompt: str, mode: str
+) -> None:
+    assert own_kernel.run("survivor = 'set before the cell'").status == "ok"
+    if prompt == "post-mortem-debug":
+        assert own_kernel.run("1 / 0").content["ename"] == "ZeroDivisionError"
+    cell = own_kernel.execute(PROMPTS[prompt], allow_stdin=True)
+    wait_for_prompt(own_kernel, cell)
+
+    interrupt(own_kernel, mode)
+
+    result = own_kernel.result(cell, timeout=REPLY_TIMEOUT_S)
+    assert result.status == "error"
+    assert result.content["ename"] == "KeyboardInterrupt"
+    shown = shown_errors(result.outputs)
+    assert [s["ename"] for s in shown] == ["KeyboardInterrupt"]
+    assert "KeyboardInterrupt" in "".join(shown[0]["traceback"])
+    after = own_kernel.run("print(survivor, 'after' in dir())")
+    assert after.status == "ok"
+    assert after.stdout == "set before the cell False\n"
+
+
+def test_interrupt_after_continuing_from_pdb_still_ends_later_cells(
+    own_kernel: KernelConnection,
+) -> None:
+    """pdb's ``continue`` installs pdb's own SIGINT handler; it must not outlive the cell
+    and turn the next interrupt into a debugger prompt."""
+    cell = own_kernel.execute("import pdb\npdb.set_trace()\nafter = 1", allow_stdin=True)
+    wait_for_prompt(own_kernel, cell)
+    own_kernel.kc.input("c")
+    assert own_kernel.result(cell).status == "ok"
+
+    sleeper = own_kernel.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(30)",
+                                 allow_stdin=True)
+    own_kernel.wait_for_output(sleeper, "sleeping")
+    interrupt(own_kernel, "signal")
+
+    result = own_kernel.result(sleeper)
+    assert result.content["ename"] == "KeyboardInterrupt"
+    assert own_kernel.messages("stdin", sleeper) == []
+
+
 # ---------------------------------------------------------------------- transport loops
 
 

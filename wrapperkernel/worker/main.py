@@ -136,6 +136,7 @@ class Worker:
             if barrier is not None and not barrier.wait(COMM_BARRIER_WAIT_S):
                 self.log("a comm callback is still running; the cell starts anyway")
             runner.run(job)
+            self._reclaim_sigint()
 
     # ------------------------------------------------------------------ reader thread
 
@@ -178,9 +179,28 @@ class Worker:
     # ------------------------------------------------------------------ signals, stdin
 
     def _on_sigint(self, signum: int, stack: Any) -> None:
-        if self.context.executing:
-            raise KeyboardInterrupt
-        self.log("SIGINT while no cell runs: ignored")
+        if not self.context.executing:
+            self.log("SIGINT while no cell runs: ignored")
+            return
+        from wrapperkernel.worker.shell import DebuggerInterrupted, debugger_on_stack
+
+        if debugger_on_stack(stack):
+            # A debugger would catch a KeyboardInterrupt at its prompt and prompt again.
+            raise DebuggerInterrupted("interrupted at the debugger's prompt; the debugger "
+                                      "has stopped")
+        raise KeyboardInterrupt
+
+    def _reclaim_sigint(self) -> None:
+        """Take SIGINT back from a debugger that kept it after its cell.
+
+        pdb's ``continue`` makes pdb's own handler SIGINT's and only pdb's next prompt
+        gives it back: left alone, it would turn the interrupt of a later cell into a
+        debugger prompt in that cell. A handler the user's code installed is kept.
+        """
+        bdb = sys.modules.get("bdb")
+        handler = signal.getsignal(signal.SIGINT)
+        if bdb is not None and isinstance(getattr(handler, "__self__", None), bdb.Bdb):
+            signal.signal(signal.SIGINT, self._on_sigint)
 
     def _input(self, prompt: Any = "") -> str:
         return self._ask(str(prompt), password=False)

@@ -10,7 +10,7 @@ import traceback
 from typing import Any
 
 from wrapperkernel.channel import frames
-from wrapperkernel.worker.shell import CellContext, WorkerShell
+from wrapperkernel.worker.shell import CellContext, DebuggerInterrupted, WorkerShell
 
 
 class RequestRunner:
@@ -57,8 +57,9 @@ class RequestRunner:
         context.executing = True
         try:
             result = shell.run_cell(job.code, store_history=job.store_history, silent=job.silent)
-        except KeyboardInterrupt:
-            # The interrupt landed in IPython's own bookkeeping rather than in the cell.
+        except (KeyboardInterrupt, DebuggerInterrupted):
+            # The interrupt landed in IPython's own bookkeeping rather than in the cell
+            # (or at a debugger's prompt that IPython ran outside the cell's code).
             result = None
             context.last_error = ("KeyboardInterrupt", "", ["KeyboardInterrupt"])
         finally:

@@ -2,7 +2,9 @@
 
 The shell keeps IPython's behaviour (magics, ``!shell``, display, rich reprs,
 tracebacks, completion, inspection, history); this module only replaces where output
-goes: display publisher, display hook, traceback display, pager and exit requests.
+goes: display publisher, display hook, traceback display, pager and exit requests. It
+also shows an interrupt at a debugger's prompt (``DebuggerInterrupted``) as the
+``KeyboardInterrupt`` it is.
 It must never talk to sockets directly: frames leave through ``CellContext.send``.
 """
 
@@ -10,9 +12,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 from IPython.core.displayhook import DisplayHook
@@ -24,6 +28,53 @@ from traitlets import Type
 
 from wrapperkernel.channel import frames
 from wrapperkernel.worker.output import OutputBuffer
+
+# Where debuggers live: their frames are cut from the traceback of an interrupt at their
+# prompt, which then ends at the user's line the debugger stopped on.
+DEBUGGER_MODULES = frozenset({"bdb", "pdb", "cmd", "IPython.core.debugger",
+                              "IPython.terminal.debugger"})
+
+
+class DebuggerInterrupted(BaseException):
+    """An interrupt at a debugger's prompt (pdb, ``breakpoint()``, ``%debug``).
+
+    Debuggers catch ``KeyboardInterrupt`` at their prompt and prompt again (pdb's
+    ``_cmdloop``; IPython's ``Pdb.interaction`` and ``%debug``), so an interrupt there
+    could never end the cell. This exception is not a ``KeyboardInterrupt`` and passes
+    them all; the shell shows it as the ``KeyboardInterrupt`` it stands for
+    (``WorkerShell.showtraceback``). Raised from a trace function (pdb.set_trace), it
+    also ends the tracing: Python drops a trace function that raises.
+    """
+
+    def as_keyboard_interrupt(self) -> KeyboardInterrupt:
+        """The interrupt, with a traceback that ends where the debugger stopped."""
+        interrupt = KeyboardInterrupt(str(self))
+        kept = []
+        tb = self.__traceback__
+        while tb is not None and tb.tb_frame.f_globals.get("__name__") not in DEBUGGER_MODULES:
+            kept.append(tb)
+            tb = tb.tb_next
+        if not kept:
+            return interrupt
+        kept[-1].tb_next = None  # the debugger's own frames say nothing to the user
+        return interrupt.with_traceback(kept[0])
+
+
+def debugger_on_stack(frame: FrameType | None) -> bool:
+    """Whether a debugger (a ``bdb.Bdb``: pdb, IPython's, ``breakpoint()``) runs its
+    prompt or a command in ``frame`` or in a frame that called it. Code the user steps
+    through runs after the debugger has returned, so it does not count."""
+    bdb = sys.modules.get("bdb")
+    if bdb is None:
+        return False  # never imported: no debugger can be running
+    while frame is not None:
+        # f_locals is read only in debugger frames: in others it could replace the locals
+        # a tracer is about to write back.
+        if (frame.f_globals.get("__name__") in DEBUGGER_MODULES
+                and isinstance(frame.f_locals.get("self"), bdb.Bdb)):
+            return True
+        frame = frame.f_back
+    return False
 
 
 @dataclass
@@ -169,6 +220,13 @@ class WorkerShell(InteractiveShell):
 
         # zip? and %page go to the client as a payload, the way notebook frontends expect.
         self.set_hook("show_in_pager", page.as_hook(payloadpage.page), 99)
+
+    def showtraceback(self, exc_tuple: Any = None, *args: Any, **kwargs: Any) -> None:
+        shown = sys.exc_info() if exc_tuple is None else exc_tuple
+        if isinstance(shown[1], DebuggerInterrupted):
+            interrupt = shown[1].as_keyboard_interrupt()
+            exc_tuple = (KeyboardInterrupt, interrupt, interrupt.__traceback__)
+        super().showtraceback(exc_tuple, *args, **kwargs)
 
     def _showtraceback(self, etype: type, evalue: BaseException, stb: list[str]) -> None:
         context = self.cell_context
