@@ -3,7 +3,9 @@
 It connects to a kernel as a second jupyter_client client (its own session, as the real
 page client opens its own websocket), watches IOPub for the install script, answers with
 ``comm_open``, and then behaves like ``js/wrapperkernel_comm.js``: acks, pongs, values,
-batches, read requests answered from its synced values. Tests use it to exercise the
+batches, read requests answered from its synced values, and ``#ack`` of the kernel's
+message ``seq`` (at once after ``ACK_EVERY_MSGS`` messages, else ``ACK_DELAY_S`` after
+the first unacknowledged one), unless ``acknowledge`` is False. Tests use it to exercise the
 kernel and the worker over real ZMQ without a browser.
 """
 
@@ -20,16 +22,27 @@ from typing import Any
 from jupyter_client.blocking.client import BlockingKernelClient
 
 INSTALL_CALL = re.compile(r"wrapperkernel_comm_install\((\{.*?\})\);", re.S)
+# As the page client's defaults (js/wrapperkernel_comm.js: ack_every_msgs, ack_delay_ms).
+ACK_EVERY_MSGS = 16
+ACK_DELAY_S = 0.02
 
 
 class HeadlessPage:
     def __init__(self, connection_file: str, *, answer_pings: bool = True,
-                 connect: bool = True) -> None:
+                 connect: bool = True, acknowledge: bool = True,
+                 seconds_per_value: float = 0.0) -> None:
         self.client = BlockingKernelClient(connection_file=connection_file)
         self.client.load_connection_file()
         self.client.start_channels()
         self.answer_pings = answer_pings
         self.connect = connect
+        self.acknowledge = acknowledge
+        # A slow page: it spends this long on each value it receives.
+        self.seconds_per_value = seconds_per_value
+        self.last_seq = 0
+        self.acked_seq = 0
+        self.acks_sent = 0
+        self._unacked_since: float | None = None
         self.comm_id: str | None = None
         self.acked = threading.Event()
         self.received: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -70,6 +83,11 @@ class HeadlessPage:
         """Forget the connection, as a page reload does: no close is sent."""
         self.comm_id = None
         self.acked.clear()
+        self._forget_seq()
+
+    def _forget_seq(self) -> None:
+        self.last_seq = self.acked_seq = 0
+        self._unacked_since = None
 
     def close(self) -> None:
         self._stop.set()
@@ -91,8 +109,9 @@ class HeadlessPage:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._maybe_ack(time.monotonic())
             try:
-                msg = self.client.get_iopub_msg(timeout=0.05)
+                msg = self.client.get_iopub_msg(timeout=ACK_DELAY_S / 2)
             except queue.Empty:
                 continue
             self.iopub_log.append(msg)
@@ -108,12 +127,35 @@ class HeadlessPage:
             elif kind == "comm_msg" and content.get("comm_id") == self.comm_id:
                 self.comm_msgs_seen += 1
                 data = content["data"]
-                for item in data["batch"] if "batch" in data else [data]:
+                items = data["batch"] if "batch" in data else [data]
+                for item in items:
                     self._item(item, content["comm_id"])
+                if self.seconds_per_value:
+                    time.sleep(self.seconds_per_value * len(items))
+                seq = (msg.get("metadata") or {}).get("seq")
+                if isinstance(seq, int) and content["comm_id"] == self.comm_id:
+                    self.last_seq = max(self.last_seq, seq)
+                    if self._unacked_since is None:
+                        self._unacked_since = time.monotonic()
+                    if self.last_seq - self.acked_seq >= ACK_EVERY_MSGS:
+                        self._ack()
             elif kind == "comm_close" and content.get("comm_id") == self.comm_id:
                 self.closed_by_kernel.set()
 
+    def _maybe_ack(self, now: float) -> None:
+        if self._unacked_since is not None and now - self._unacked_since >= ACK_DELAY_S:
+            self._ack()
+
+    def _ack(self) -> None:
+        self._unacked_since = None
+        if not self.acknowledge or self.comm_id is None or self.last_seq <= self.acked_seq:
+            return
+        self.acked_seq = self.last_seq
+        self.acks_sent += 1
+        self._comm_msg({"address": "#ack", "value": self.last_seq})
+
     def _open(self, kernel_id: str) -> None:
+        self._forget_seq()
         self.comm_id = uuid.uuid4().hex
         self.comm_ids.append(self.comm_id)
         self.acked.clear()

@@ -1,4 +1,6 @@
-"""The outbox: every item comes out, in order, batched within caps, paced within budget."""
+"""The outbox: every item comes out, in order, batched within caps, paced within budget;
+a request's tag is done with the message carrying its last item; on a lost connection
+only the program's values stay queued."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wrapperkernel.comm.outbox import Outbox
+from wrapperkernel.comm.outbox import Message, Outbox
 
 # Jupyter Server's defaults (ServerApp.iopub_msg_rate_limit, rate_limit_window).
 SERVER_MSG_RATE_LIMIT = 1000
@@ -22,7 +24,7 @@ def item(address: str, value: object) -> tuple[dict, int]:
 
 
 def drain(outbox: Outbox, start_s: float = 0.0, max_calls: int = 100_000):
-    """Call ``take`` at the times it asks for; returns [(time, comm_id, data), ...].
+    """Call ``take`` at the times it asks for; returns [(time, data), ...].
 
     Also checks that a call at the returned time always makes progress."""
     sent = []
@@ -31,7 +33,7 @@ def drain(outbox: Outbox, start_s: float = 0.0, max_calls: int = 100_000):
         messages, next_due_s = outbox.take(now_s)
         if call > 0:
             assert messages, f"take({now_s}) at its own due time sent nothing"
-        sent.extend((now_s, comm_id, data) for comm_id, data in messages)
+        sent.extend((now_s, message.data) for message in messages)
         if next_due_s is None:
             assert len(outbox) == 0
             return sent
@@ -40,14 +42,14 @@ def drain(outbox: Outbox, start_s: float = 0.0, max_calls: int = 100_000):
     raise AssertionError("outbox never drained")
 
 
-def unpack(sent) -> list[tuple[str, dict]]:
+def unpack(sent) -> list[dict]:
     """The items carried by sent messages, in order."""
     items = []
-    for _, comm_id, data in sent:
+    for _, data in sent:
         if isinstance(data, dict) and "batch" in data:
-            items.extend((comm_id, each) for each in data["batch"])
+            items.extend(data["batch"])
         else:
-            items.append((comm_id, data))
+            items.append(data)
     return items
 
 
@@ -67,32 +69,62 @@ def max_in_window(times_and_costs, window_s: float) -> float:
 def test_single_item_is_not_wrapped_in_a_batch():
     outbox = Outbox()
     data, size = item("/a", 0)
-    outbox.push("c1", data, size)
-    assert outbox.take(0.0) == ([("c1", {"address": "/a", "value": 0})], None)
+    outbox.push(data, size)
+    assert outbox.take(0.0) == ([Message({"address": "/a", "value": 0})], None)
 
 
-def test_consecutive_items_for_one_comm_are_coalesced_and_comms_are_not_mixed():
-    outbox = Outbox()
-    for comm_id, value in [("c1", 1), ("c1", 2), ("c2", 3), ("c1", 4), ("c1", 5)]:
-        outbox.push(comm_id, *item("/a", value))
+def test_consecutive_items_are_coalesced_and_a_tag_is_done_with_its_last_item():
+    outbox = Outbox(max_items_per_msg=3)
+    outbox.push_many([item("/a", 1), item("/a", 2)], tag="r1")
+    outbox.push(*item("/a", 3), tag="r2")
+    outbox.push_many([item("/a", 4), item("/a", 5)], tag="r3")
     messages, next_due = outbox.take(0.0)
     assert messages == [
-        ("c1", {"batch": [{"address": "/a", "value": 1}, {"address": "/a", "value": 2}]}),
-        ("c2", {"address": "/a", "value": 3}),
-        ("c1", {"batch": [{"address": "/a", "value": 4}, {"address": "/a", "value": 5}]}),
+        Message({"batch": [{"address": "/a", "value": n} for n in (1, 2, 3)]}, ("r1", "r2")),
+        Message({"batch": [{"address": "/a", "value": n} for n in (4, 5)]}, ("r3",)),
     ]
     assert next_due is None
+
+
+def test_a_request_split_over_messages_is_done_with_the_last_one():
+    outbox = Outbox(max_items_per_msg=2)
+    outbox.push_many([item("/a", n) for n in range(5)], tag="r1")
+    messages, _ = outbox.take(0.0)
+    assert [m.done for m in messages] == [(), (), ("r1",)]
+
+
+def test_a_lost_connection_keeps_only_the_programs_values_in_order():
+    outbox = Outbox()
+    outbox.push({"address": "#comm_open_ack", "value": True}, 40, urgent=True)
+    outbox.push(*item("/a", 1), tag="r1")
+    outbox.push({"address": "/b", "read_request": True}, 40)  # asked again by the core
+    outbox.push_many([item("/a", 2), item("/a", 3)], tag="r2")
+    assert outbox.has_tagged()
+    outbox.forget_connection()
+    messages, _ = outbox.take(0.0)
+    assert messages == [Message({"batch": [{"address": "/a", "value": n} for n in (1, 2, 3)]},
+                                ("r1", "r2"))]
+
+
+def test_clear_counts_the_values_of_each_request_it_drops():
+    outbox = Outbox(max_items_per_msg=2)
+    outbox.push_many([item("/a", n) for n in range(3)], tag="r1")
+    outbox.push(*item("/a", 9), tag="r2")
+    outbox.push({"address": "/b", "read_request": True}, 40)
+    outbox.take(0.0, urgent_only=True)  # values wait: nothing leaves
+    assert outbox.clear() == {"r1": 3, "r2": 1}
+    assert len(outbox) == 0 and not outbox.has_tagged()
 
 
 def test_push_many_queues_like_pushes_one_by_one():
     one_by_one, many = Outbox(), Outbox()
     pushed = [item("/a", n) for n in range(5)]
     for data, size in pushed:
-        one_by_one.push("c1", data, size)
-    many.push_many("c1", pushed)
+        one_by_one.push(data, size)
+    many.push_many(pushed)
     assert many.take(0.0) == one_by_one.take(0.0)
     with pytest.raises(ValueError, match="size_bytes"):
-        many.push_many("c1", [({"address": "/a", "value": 1}, -1)])
+        many.push_many([({"address": "/a", "value": 1}, -1)])
     assert len(many) == 0  # nothing of a refused batch is queued
 
 
@@ -100,12 +132,12 @@ def test_ten_thousand_small_values_all_arrive_in_order_within_limits():
     outbox = Outbox(max_items_per_msg=1000, max_msgs_per_s=500, max_bytes_per_s=800_000)
     pushed = [item("/counter", n) for n in range(10_000)]
     for data, size in pushed:
-        outbox.push("c1", data, size)
+        outbox.push(data, size)
     sent = drain(outbox)
-    assert [data for _, data in unpack(sent)] == [data for data, _ in pushed]
-    assert all(len(data["batch"]) <= 1000 for _, _, data in sent)
+    assert unpack(sent) == [data for data, _ in pushed]
+    assert all(len(data["batch"]) <= 1000 for _, data in sent)
     assert len(sent) == 10  # 1000 per message: far below any message budget
-    assert max_in_window([(t, 1) for t, _, _ in sent], 1.0) <= outbox.msg_burst + 500
+    assert max_in_window([(t, 1) for t, _ in sent], 1.0) <= outbox.msg_burst + 500
 
 
 def test_unbatchable_flood_stays_under_jupyter_servers_message_rate_limit():
@@ -113,21 +145,21 @@ def test_unbatchable_flood_stays_under_jupyter_servers_message_rate_limit():
     # messages once more than limit * window of them fall in its sliding window.
     outbox = Outbox(max_msgs_per_s=500)
     for n in range(5_000):
-        outbox.push("c1", {"not_an_item": n}, 20)
+        outbox.push({"not_an_item": n}, 20)
     sent = drain(outbox)
-    assert [data["not_an_item"] for _, _, data in sent] == list(range(5_000))
+    assert [data["not_an_item"] for _, data in sent] == list(range(5_000))
     server_budget = SERVER_MSG_RATE_LIMIT * SERVER_RATE_LIMIT_WINDOW_S
-    assert max_in_window([(t, 1) for t, _, _ in sent], SERVER_RATE_LIMIT_WINDOW_S) <= server_budget
+    assert max_in_window([(t, 1) for t, _ in sent], SERVER_RATE_LIMIT_WINDOW_S) <= server_budget
     assert sent[-1][0] == pytest.approx((5_000 - outbox.msg_burst) / 500, rel=1e-6)
 
 
 def test_oversized_item_goes_alone_after_a_full_bucket_and_its_debt_is_repaid():
     outbox = Outbox(max_bytes_per_msg=1_000, max_bytes_per_s=10_000, per_msg_overhead_bytes=0)
-    outbox.push("c1", *item("/small", 1))
-    outbox.push("c1", {"address": "/big", "value": "x"}, 50_000)
-    outbox.push("c1", *item("/small", 2))
+    outbox.push(*item("/small", 1))
+    outbox.push({"address": "/big", "value": "x"}, 50_000)
+    outbox.push(*item("/small", 2))
     sent = drain(outbox)
-    assert [data["address"] for _, data in unpack(sent)] == ["/small", "/big", "/small"]
+    assert [data["address"] for data in unpack(sent)] == ["/small", "/big", "/small"]
     big_time = sent[1][0]
     after_time = sent[2][0]
     # The big item waited for a full bucket, then drove it 50_000 - burst into debt.
@@ -138,12 +170,12 @@ def test_oversized_item_goes_alone_after_a_full_bucket_and_its_debt_is_repaid():
 def test_urgent_items_jump_the_queue_but_respect_the_message_budget():
     outbox = Outbox(max_msgs_per_s=10, burst_s=0.1)  # a burst of one message
     for n in range(3):
-        outbox.push("c1", {"not_an_item": n}, 10)
+        outbox.push({"not_an_item": n}, 10)
     outbox.take(0.0)  # sends item 0, bucket empty
-    outbox.push("c1", {"address": "#heartbeat/ping", "value": 1}, 40, urgent=True)
+    outbox.push({"address": "#heartbeat/ping", "value": 1}, 40, urgent=True)
     assert outbox.take(0.05) == ([], pytest.approx(0.1))
     sent = drain(outbox, 0.1)
-    assert [data for _, _, data in sent] == [
+    assert [data for _, data in sent] == [
         {"address": "#heartbeat/ping", "value": 1},
         {"not_an_item": 1},
         {"not_an_item": 2},
@@ -153,11 +185,11 @@ def test_urgent_items_jump_the_queue_but_respect_the_message_budget():
 def test_time_going_backwards_sends_nothing_extra():
     outbox = Outbox(max_msgs_per_s=10, burst_s=0.1)
     for n in range(3):
-        outbox.push("c1", {"not_an_item": n}, 10)
+        outbox.push({"not_an_item": n}, 10)
     first, due = outbox.take(10.0)
     assert len(first) == 1
     assert outbox.take(5.0)[0] == []
-    assert outbox.take(due)[0] == [("c1", {"not_an_item": 1})]
+    assert outbox.take(due)[0] == [Message({"not_an_item": 1})]
 
 
 @pytest.mark.parametrize(
@@ -171,7 +203,7 @@ def test_rejects_non_positive_limits(kwargs):
 
 pushes = st.lists(
     st.tuples(
-        st.sampled_from(["c1", "c2"]),
+        st.sampled_from([None, "r"]),  # a tagged request's one item, or untagged
         st.integers(min_value=0, max_value=3_000),  # item size, sometimes > max_bytes_per_msg
         st.booleans(),  # batchable item or not
     ),
@@ -202,17 +234,29 @@ def test_any_load_is_complete_ordered_capped_and_paced(
         burst_s=burst_s,
     )
     expected = []
-    for serial, (comm_id, size, batchable) in enumerate(pushes):
+    tags = []
+    for serial, (tag, size, batchable) in enumerate(pushes):
         data = {"address": "/a", "value": serial} if batchable else {"raw": serial}
-        outbox.push(comm_id, data, size)
-        expected.append((comm_id, data, size))
-    sizes = {json.dumps(data, sort_keys=True): size for _, data, size in expected}
+        outbox.push(data, size, tag=None if tag is None else f"{tag}{serial}")
+        expected.append((data, size))
+        if tag is not None:
+            tags.append(f"{tag}{serial}")
+    sizes = {json.dumps(data, sort_keys=True): size for data, size in expected}
 
-    sent = drain(outbox)
+    sent, done = [], []
+    now_s = 0.0
+    while True:
+        messages, due_s = outbox.take(now_s)
+        sent.extend((now_s, message.data) for message in messages)
+        done.extend(tag for message in messages for tag in message.done)
+        if due_s is None:
+            break
+        now_s = due_s
 
-    assert unpack(sent) == [(comm_id, data) for comm_id, data, _ in expected]
+    assert unpack(sent) == [data for data, _ in expected]
+    assert done == tags  # every tag done once, in order
     costs = []
-    for time_s, _, data in sent:
+    for time_s, data in sent:
         carried = data["batch"] if "batch" in data else [data]
         item_sizes = [sizes[json.dumps(each, sort_keys=True)] for each in carried]
         if "batch" in data:

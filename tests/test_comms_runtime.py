@@ -267,7 +267,7 @@ def test_a_failed_send_is_raised_by_the_next_call_then_start_again(started: Fake
     started.wait_answered(1)
     assert not started.runtime.connected
     with pytest.raises(
-        CommsError, match=r"sent earlier to '/a' was not delivered: the page connection failed"
+        CommsError, match=r"1 value sent earlier \(the first to '/a'\) was not delivered: the page connection failed"
     ):
         started.runtime.send("/a", 2)
     started.runtime.flush()
@@ -666,7 +666,7 @@ def test_sync_raises_an_earlier_send_failure(started: FakeKernel) -> None:
     started.runtime.send("/a", 1)
     # The send's reply comes before the sync's: sync raises without waiting for a next call.
     with pytest.raises(
-        CommsError, match="sent earlier to '/a' was not delivered: connection failed"
+        CommsError, match=r"1 value sent earlier \(the first to '/a'\) was not delivered: connection failed"
     ):
         started.runtime.sync()
     started.answers["send_many"] = ok

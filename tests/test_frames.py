@@ -68,9 +68,39 @@ def members(union: Any) -> list[type[frames._Frame]]:
     return list(get_args(get_args(union)[0]))
 
 
+# A program request's fields depend on its op (checked at the boundary): only valid ones.
+VALID_COMM_REQUESTS = st.one_of(
+    st.builds(frames.CommRequestFrame, request_id=st.text(), op=st.just("start"),
+              value=st.sampled_from([None, True])),
+    st.builds(frames.CommRequestFrame, request_id=st.text(), op=st.just("send"),
+              address=st.text(), value=json_values),
+    st.builds(frames.CommRequestFrame, request_id=st.text(), op=st.just("read"),
+              address=st.text(), value=st.none() | st.floats(min_value=1e-3, max_value=1e6)),
+    st.builds(frames.CommRequestFrame, request_id=st.text(), op=st.just("sync")),
+)
+
+
 def frame_strategy(model: type[frames._Frame]) -> st.SearchStrategy[frames._Frame]:
+    if model is frames.CommRequestFrame:
+        return VALID_COMM_REQUESTS
     fields = {name: strategy_for(field.annotation) for name, field in model.model_fields.items()}
     return st.builds(model, **fields)
+
+
+@pytest.mark.parametrize("fields", [
+    {"op": "send"},
+    {"op": "send", "address": None, "value": 1},
+    {"op": "read", "address": None},
+    {"op": "read", "address": "/a", "value": 0},
+    {"op": "read", "address": "/a", "value": True},
+    {"op": "read", "address": "/a", "value": "3"},
+    {"op": "start", "value": False},
+    {"op": "start", "value": 3},
+])
+def test_a_program_request_that_does_not_fit_its_op_is_rejected_at_the_boundary(fields):
+    body = json.dumps({"type": "comm_request", "request_id": "r1", **fields}).encode()
+    with pytest.raises(FramingError, match="comm_request"):
+        FrameDecoder(frames.WORKER_TO_KERNEL).parse(body)
 
 
 DIRECTIONS = {

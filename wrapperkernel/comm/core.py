@@ -4,11 +4,23 @@ Owns the lifecycle of the one page client a kernel talks to (DESIGN.md, "The add
 channel"): publishing the install script, accepting the page's ``comm_open``,
 heartbeats, reinstalling after a stale connection, giving up on a page that never
 connects; the program requests waiting for a connection; the reads waiting for the
-page's answer; and the set of addresses the program subscribed to.
+page's answer; the set of addresses the program subscribed to; and the delivery of the
+program's values, through the ``Outbox`` it owns, until the page acknowledges them.
 
 Must never: touch a socket, read a clock, start a thread, use asyncio or logging, or
-import another wrapperkernel module than ``comm.defaults`` (constants). Time arrives on events (``now_s``); timeouts
-leave as ``StartTimer`` and come back as ``TimerFired``; log lines leave as ``Log``.
+import another wrapperkernel module than ``comm.defaults`` (constants) and
+``comm.outbox`` (pure). Time arrives on events (``now_s``); timeouts leave as
+``StartTimer`` and come back as ``TimerFired``; log lines leave as ``Log``.
+
+The delivery contract (docs/comms-api.md, "Delivery"): every value the program sends is
+either handed to a live page connection or reported to the program as not delivered.
+A send is answered ``ok`` once the page acknowledged the message carrying its last value
+(``#ack`` with the message's ``seq``), or once the connection it was handed to is gone;
+it is answered with an error (``value``: how many of its values were not delivered) when
+no page connects in time. Values still queued when a page is replaced or goes away stay
+queued, in order, for the next page, after its ack; nothing is published to a comm the
+core knows is gone. The program bounds what it has unanswered (its send blocks past
+the bound), so the kernel's queue to the page is bounded too.
 
 Rule (after h11's ``_state.py``): everything that changes the connection state lives
 in this file, and every state change goes through the ``TRANSITIONS`` table below. A
@@ -22,18 +34,25 @@ Effects that go with transitions are written out as code in ``CommCore``:
   "connect" timer;
 - entering PINGING: send ``#heartbeat/ping``, start the "heartbeat" timer;
 - a valid comm_open (any state -> OPEN): cancel "connect" and "heartbeat", erase the
-  install script, ack, ask again the reads asked on a previous comm, flush the queue;
+  install script, confirm what the previous comm had in flight, ack, ask again the reads
+  asked on a previous comm, flush the queue;
 - PONG_RECEIVED while PINGING: cancel "heartbeat", flush the queue;
-- entering FAILED: erase the install script, fail every waiting request;
-- entering CLOSED: forget the comm; reads asked on it go back to the queue.
+- entering FAILED: erase the install script, fail every waiting request and every value
+  still queued;
+- entering CLOSED: forget the comm; reads asked on it go back to the queue; what it had
+  in flight is confirmed, the values queued for it wait for the next page.
 
-One state-triggered rule: IDLE or CLOSED with requests still waiting (after a close or
-a stale heartbeat) counts as a program use, so the script is reinstalled and the
-requests are delivered after the reconnect or failed after the connect timeout.
+One state-triggered rule: IDLE or CLOSED with requests or values still waiting (after a
+close or a stale heartbeat) counts as a program use, so the script is reinstalled and
+they are delivered after the reconnect or failed after the connect timeout. And one
+timer-triggered one: values in flight with no word from the page for
+``heartbeat_request_threshold_s`` count as a use after silence (a ping), so a page that
+vanished without a comm_close cannot hold the program's sends for ever.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import reprlib
 from collections import deque
@@ -48,6 +67,7 @@ from wrapperkernel.comm.defaults import (  # the timeouts' defaults, re-exported
     READ_TIMEOUT_S,
     WAIT_FOR_CONNECTION_S,
 )
+from wrapperkernel.comm.outbox import Outbox
 
 # --- protocol constants (DESIGN.md, "The address channel") -------------------------
 
@@ -55,13 +75,19 @@ COMM_TARGET_NAME = "wrapperkernel_comm"
 ACK_ADDRESS = "#comm_open_ack"
 PING_ADDRESS = "#heartbeat/ping"
 PONG_ADDRESS = "#heartbeat/pong"
+# Page -> kernel: the highest ``seq`` (comm_msg metadata) of the messages it handled.
+RECEIVED_ADDRESS = "#ack"
 PRIVATE_PREFIX = "#"
 
 
 TimerName: TypeAlias = str
 CONNECT_TIMER: TimerName = "connect"
 HEARTBEAT_TIMER: TimerName = "heartbeat"
+FLUSH_TIMER: TimerName = "flush"  # the outbox's pacing lets the next message go
+SILENCE_TIMER: TimerName = "silence"  # values in flight and the page quiet: check on it
 READ_TIMER_PREFIX = "read:"
+OWN_TIMERS = frozenset({CONNECT_TIMER, HEARTBEAT_TIMER, FLUSH_TIMER, SILENCE_TIMER})
+_SILENCE_SLACK_S = 1e-6
 
 
 def read_timer(request_id: str) -> TimerName:
@@ -257,22 +283,12 @@ class EraseInstallScript(Action):
 
 @dataclass(frozen=True, slots=True)
 class SendCommMsg(Action):
-    """comm_msg to the page. ``urgent`` marks protocol messages (ack, ping, pong) whose
-    timing matters: the outbox sends them ahead of queued values (see outbox.py)."""
+    """comm_msg to the page, now: ``data`` is one item or ``{"batch": [...]}``; ``seq``
+    (1, 2, ... on each comm) goes in the message's metadata, for the page's ``#ack``."""
 
     comm_id: str
     data: dict[str, Any]
-    urgent: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SendValues(Action):
-    """The values of one ``send_many``, in order, each as ``(data, size_bytes)``: the
-    comm_msg data the page gets and its JSON size as the program measured it. One action
-    for them all, so a batch costs the adapter one step, not one per value."""
-
-    comm_id: str
-    items: tuple[tuple[dict[str, Any], int], ...]
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +416,19 @@ def _is_private(address: str) -> bool:
     return address.startswith(PRIVATE_PREFIX)
 
 
+def _json_size(data: Any) -> int:
+    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+
+
+def _value_count(request: ProgramRequested) -> int:
+    """How many values a request carries to the page."""
+    if request.op == "send":
+        return 1
+    if request.op == "send_many":
+        return len(request.value)
+    return 0
+
+
 def _is_item_list(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and all(
         isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], str)
@@ -423,6 +452,7 @@ class CommCore:
         kernel_id: str,
         new_id: Callable[[], str],
         timings: CommTimings | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self._kernel_id = kernel_id
         self._new_id = new_id
@@ -441,6 +471,13 @@ class CommCore:
         self._asked: dict[str, ProgramRequested] = {}
         # Every request accepted and not yet answered (queued, asked, or being handled).
         self._pending: set[str] = set()
+        self._outbox = outbox if outbox is not None else Outbox()
+        # Messages sent on the current comm (their seq) that carry the last value of a
+        # send, waiting for the page's #ack: (seq, request ids).
+        self._in_flight: deque[tuple[int, tuple[str, ...]]] = deque()
+        self._seq = 0
+        # Sends handed to the outbox and not answered yet, by request id.
+        self._sending: dict[str, ProgramRequested] = {}
         self._actions: list[Action] = []
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
             ProgramRequested: self._on_program_requested,
@@ -477,12 +514,23 @@ class CommCore:
         """Program requests that have not had their ``ReplyToProgram`` yet."""
         return frozenset(self._pending)
 
+    @property
+    def unconfirmed_request_ids(self) -> frozenset[str]:
+        """Sends whose values are queued or in flight, not yet acknowledged by the page."""
+        return frozenset(self._sending)
+
+    @property
+    def queued_values(self) -> bool:
+        """Whether program values wait in the outbox."""
+        return self._outbox.has_tagged()
+
     def handle(self, event: Event) -> list[Action]:
         handler = self._handlers.get(type(event))
         if handler is None:
             raise CommStateError(f"not a comm core event: {event!r}")
         self._actions = []
         handler(event)
+        self._pump(event.now_s)
         actions, self._actions = self._actions, []
         return actions
 
@@ -537,7 +585,7 @@ class CommCore:
         trigger = Trigger.PROGRAM_USED_AFTER_SILENCE if silent else Trigger.PROGRAM_USED
         new_state = self._fire(trigger)
         if new_state is State.FAILED:
-            self._reply(event, ok=False, error=self._failure)
+            self._reply(event, ok=False, value=_value_count(event) or None, error=self._failure)
             return
         if event.op == "read":
             self._start_timer(read_timer(event.request_id), read_timeout_s)
@@ -624,6 +672,7 @@ class CommCore:
             # No comm_close to the old comm: its page is gone or has replaced itself.
             self._log("info", f"comm {event.comm_id!r} replaces comm {old_comm_id!r}")
             self._requeue_asked_reads()
+            self._leave_connection()
         self._fire(Trigger.PAGE_OPENED)
         self._comm_id = event.comm_id
         self._last_heard_s = event.now_s
@@ -657,6 +706,8 @@ class CommCore:
                 self._send({"address": PONG_ADDRESS, "value": item.value}, urgent=True)
             elif item.address == PONG_ADDRESS:
                 self._on_pong(item.value)
+            elif item.address == RECEIVED_ADDRESS:
+                self._on_received(item.value)
             else:
                 self._log("warning", f"ignored unknown private address {item.address!r}")
             return
@@ -666,6 +717,19 @@ class CommCore:
         elif not answered:
             # A choice, not a loss: only subscribed addresses reach the program.
             self._log("debug", f"value for {item.address!r} dropped: no subscriber")
+
+    def _on_received(self, value: Any) -> None:
+        """The page handled every message up to ``seq`` = ``value``: its sends are done."""
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self._log("warning", f"ignored #ack with a value that is not a seq: {_preview.repr(value)}")
+            return
+        if value > self._seq:
+            self._log("warning", f"#ack for seq {value}, but only {self._seq} were sent: "
+                                 "acknowledging those")
+        while self._in_flight and self._in_flight[0][0] <= value:
+            self._confirm(self._in_flight.popleft()[1])
+        if not self._in_flight:
+            self._cancel_timer(SILENCE_TIMER)
 
     def _on_pong(self, value: Any) -> None:
         was_pinging = self._state is State.PINGING
@@ -710,7 +774,7 @@ class CommCore:
     def _on_timer_fired(self, event: TimerFired) -> None:
         timer = event.timer
         is_read = isinstance(timer, str) and timer.startswith(READ_TIMER_PREFIX)
-        if timer not in (CONNECT_TIMER, HEARTBEAT_TIMER) and not is_read:
+        if timer not in OWN_TIMERS and not is_read:
             raise CommStateError(f"unknown timer {timer!r}")
         if timer not in self._armed:
             self._log("debug", f"ignored timer {timer!r}: cancelled or replaced")
@@ -719,6 +783,11 @@ class CommCore:
             self._on_read_timed_out(timer[len(READ_TIMER_PREFIX) :])
             return
         self._armed.discard(timer)
+        if timer == FLUSH_TIMER:
+            return  # handle() pumps the outbox after every event
+        if timer == SILENCE_TIMER:
+            self._on_silence(event.now_s)
+            return
         if timer == CONNECT_TIMER:
             self._fire(Trigger.CONNECT_TIMED_OUT)
             self._erase_install_script()
@@ -731,10 +800,25 @@ class CommCore:
             )
             self._log("warning", self._failure)
             self._fail_all_waiting(self._failure)
+            self._drop_queued_values(self._failure)
         else:
             self._log("info", f"no pong from comm {self._comm_id!r}: connection is stale")
             self._fire(Trigger.HEARTBEAT_TIMED_OUT)
             self._lose_comm()
+
+    def _on_silence(self, now_s: float) -> None:
+        """Values in flight: ping a page that has said nothing for too long."""
+        if not self._in_flight or self._state is not State.OPEN:
+            return  # all acknowledged meanwhile, or a ping is out already
+        quiet_s = now_s - self._last_heard_s
+        threshold_s = self._timings.heartbeat_request_threshold_s
+        # A timer fires at (not after) its due time, where float round-off can leave
+        # quiet_s a hair short of the threshold: that counts as silent too.
+        if quiet_s >= threshold_s - _SILENCE_SLACK_S:
+            self._log("info", f"no #ack from comm {self._comm_id!r} for {quiet_s:.1f} s: pinging")
+            self._enter_waiting_state(self._fire(Trigger.PROGRAM_USED_AFTER_SILENCE))
+        else:
+            self._start_timer(SILENCE_TIMER, threshold_s - quiet_s)
 
     def _on_read_timed_out(self, request_id: str) -> None:
         request = self._asked.pop(request_id, None)
@@ -769,12 +853,57 @@ class CommCore:
             raise CommStateError(f"{state.name} is not a state that waits for the page")
 
     def _lose_comm(self) -> None:
-        """Entering CLOSED: forget the comm; reinstall if requests are still waiting."""
+        """Entering CLOSED: forget the comm; reinstall if requests or values still wait."""
         self._cancel_timer(HEARTBEAT_TIMER)
         self._requeue_asked_reads()
+        self._leave_connection()
         self._comm_id = None
-        if self._queue:
+        if self._queue or self._outbox.has_tagged():
             self._enter_waiting_state(self._fire(Trigger.PROGRAM_USED))
+
+    def _leave_connection(self) -> None:
+        """The current comm is gone (closed, stale or replaced). What it had in flight was
+        handed to it while it lived: those sends are done. What is still queued waits for
+        the next comm, except protocol messages meant for this one."""
+        while self._in_flight:
+            self._confirm(self._in_flight.popleft()[1])
+        self._outbox.forget_connection()
+        self._seq = 0
+        self._cancel_timer(FLUSH_TIMER)
+        self._cancel_timer(SILENCE_TIMER)
+
+    def _confirm(self, request_ids: tuple[str, ...]) -> None:
+        for request_id in request_ids:
+            request = self._sending.pop(request_id, None)
+            if request is not None:
+                self._reply(request, ok=True)
+
+    def _drop_queued_values(self, error: str | None) -> None:
+        """No page to take them: every send still queued fails, saying how many of its
+        values were not delivered."""
+        for request_id, count in self._outbox.clear().items():
+            request = self._sending.pop(request_id, None)
+            if request is not None:
+                self._reply(request, ok=False, value=count, error=error)
+
+    def _pump(self, now_s: float) -> None:
+        """Send what the outbox's pacing allows now, on the current comm only."""
+        comm_id = self._comm_id
+        if comm_id is None:
+            return
+        # While pinging, values wait: the comm may be dead, and the ping goes first.
+        messages, due_s = self._outbox.take(now_s, urgent_only=self._state is State.PINGING)
+        for message in messages:
+            self._seq += 1
+            self._actions.append(SendCommMsg(comm_id, message.data, self._seq))
+            if message.done:
+                self._in_flight.append((self._seq, message.done))
+        if due_s is None:
+            self._cancel_timer(FLUSH_TIMER)
+        elif FLUSH_TIMER not in self._armed:
+            self._start_timer(FLUSH_TIMER, max(0.0, due_s - now_s))
+        if self._in_flight and SILENCE_TIMER not in self._armed and self._state is State.OPEN:
+            self._start_timer(SILENCE_TIMER, self._timings.heartbeat_request_threshold_s)
 
     def _requeue_asked_reads(self) -> None:
         """Reads asked on a comm that is going away are asked again on the next one."""
@@ -786,16 +915,22 @@ class CommCore:
             self._perform(self._queue.popleft())
 
     def _perform(self, request: ProgramRequested) -> None:
-        """Carry out a request on the open comm."""
+        """Carry out a request on the open comm. Sends are answered when their values
+        are acknowledged or their comm is gone (``_confirm``), or fail (``_drop_queued_values``)."""
         if request.op == "send":
-            self._send({"address": request.address, "value": request.value})
-            self._reply(request, ok=True)
+            data = {"address": request.address, "value": request.value}
+            self._open_comm(data)
+            self._outbox.push(data, _json_size(data), tag=request.request_id)
+            self._sending[request.request_id] = request
         elif request.op == "send_many":
-            if request.value:
-                self._actions.append(SendValues(self._open_comm(), tuple([
-                    ({"address": address, "value": value}, size_bytes)
-                    for address, value, size_bytes in request.value])))
-            self._reply(request, ok=True)
+            if not request.value:
+                self._reply(request, ok=True)
+                return
+            self._open_comm()
+            self._outbox.push_many([({"address": address, "value": value}, size_bytes)
+                                    for address, value, size_bytes in request.value],
+                                   tag=request.request_id)
+            self._sending[request.request_id] = request
         elif request.op == "read":
             self._send({"address": request.address, "read_request": True})
             self._asked[request.request_id] = request
@@ -830,7 +965,8 @@ class CommCore:
         for request in requests:
             if request.op == "read":
                 self._cancel_timer(read_timer(request.request_id))
-            self._reply(request, ok=False, error=error)
+            lost = _value_count(request)
+            self._reply(request, ok=False, value=lost or None, error=error)
 
     def _erase_install_script(self) -> None:
         if self._display_id is not None:
@@ -838,7 +974,9 @@ class CommCore:
             self._display_id = None
 
     def _send(self, data: dict[str, Any], *, urgent: bool = False) -> None:
-        self._actions.append(SendCommMsg(self._open_comm(data), data, urgent))
+        """A protocol message for the current comm (it is dropped if the comm goes)."""
+        self._open_comm(data)
+        self._outbox.push(data, _json_size(data), urgent=urgent)
 
     def _open_comm(self, data: Any = "values") -> str:
         if self._comm_id is None:

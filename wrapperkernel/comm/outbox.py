@@ -1,12 +1,19 @@
 """Batching and pacing of comm messages to the page, so Jupyter Server never drops them.
 
-Owns: the queue between the comm core's ``SendCommMsg`` / ``SendValues`` actions and
-the kernel's IOPub socket. It coalesces consecutive items for the same comm into one
-``{"batch": [item, ...]}`` message (DESIGN.md, "The address channel") and paces
-messages with two token buckets, one counting messages and one counting bytes.
+Owns: the queue of items for the page connection between the comm core and the
+kernel's IOPub socket. It coalesces consecutive items into one ``{"batch": [item, ...]}``
+message (DESIGN.md, "The address channel") and paces messages with two token buckets,
+one counting messages and one counting bytes. The comm core owns it: the core decides
+which comm the messages go to, and when (never to a comm it knows is gone), and learns
+from ``take`` which program requests have left the kernel in full.
 
-Must never: touch a socket, read a clock, or log. The adapter calls ``take(now_s)``
-and gets back what to send now and when to call again.
+Items are not addressed to a comm: the queue belongs to "the page connection", and
+values still queued when the page is replaced go to the new one. An item may carry a
+``tag`` (the program request it belongs to); the message holding a request's last item
+reports that tag as done.
+
+Must never: touch a socket, read a clock, or log. The core calls ``take(now_s)`` and
+gets back what to send now and when to call again.
 
 Why pace at all: Jupyter Server counts every IOPub message except ``status``,
 ``comm_open`` and ``execute_input`` over a sliding ``rate_limit_window`` (3 s) and
@@ -24,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -39,11 +46,20 @@ _TOLERANCE = 1e-9
 
 @dataclass(frozen=True, slots=True)
 class _Item:
-    comm_id: str
     data: Any
     size_bytes: int
     # Only single items go into a batch: a batch inside a batch is not in the protocol.
     batchable: bool
+    tag: str | None = None  # the program request this item belongs to
+    last: bool = False  # the request's last item: its message completes the request
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One comm_msg's data, and the tags of the requests whose last item it carries."""
+
+    data: Any
+    done: tuple[str, ...] = ()
 
 
 class _Bucket:
@@ -128,42 +144,71 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._queue) + len(self._urgent)
 
-    def push(self, comm_id: str, data: Any, size_bytes: int, *, urgent: bool = False) -> None:
+    def push(self, data: Any, size_bytes: int, *, urgent: bool = False,
+             tag: str | None = None) -> None:
+        """Queue one item; with ``tag`` it is a whole request of one item."""
         if size_bytes < 0:
             raise ValueError(f"size_bytes must be >= 0, got {size_bytes}")
         batchable = isinstance(data, dict) and "address" in data
         (self._urgent if urgent else self._queue).append(
-            _Item(comm_id, data, size_bytes, batchable))
+            _Item(data, size_bytes, batchable, tag, tag is not None))
 
-    def push_many(self, comm_id: str, items: Iterable[tuple[dict[str, Any], int]]) -> None:
+    def push_many(self, items: Iterable[tuple[dict[str, Any], int]], tag: str | None = None) -> None:
         """``push`` for each ``(data, size_bytes)`` of a value item (``{"address": ...,
-        "value": ...}``), in order, not urgent."""
-        queued = [_Item(comm_id, data, size_bytes, True) for data, size_bytes in items]
+        "value": ...}``), in order, not urgent; ``tag`` is done with the last one."""
+        queued = [_Item(data, size_bytes, True, tag) for data, size_bytes in items]
         if any(item.size_bytes < 0 for item in queued):
             raise ValueError("size_bytes must be >= 0")
+        if queued and tag is not None:
+            end = queued[-1]
+            queued[-1] = _Item(end.data, end.size_bytes, True, tag, True)
         self._queue.extend(queued)
+
+    @property
+    def queued_bytes(self) -> int:
+        """The item bytes waiting, urgent ones included."""
+        return sum(item.size_bytes for item in itertools.chain(self._urgent, self._queue))
+
+    def has_tagged(self) -> bool:
+        """Whether items of a program request are waiting."""
+        return any(item.tag is not None for item in self._queue)
+
+    def forget_connection(self) -> None:
+        """The page connection is gone: drop what was meant for it alone (urgent
+        protocol messages and untagged items, such as read requests, which the core asks
+        again); the program's values stay queued for the next connection, in order."""
+        self._urgent.clear()
+        self._queue = deque(item for item in self._queue if item.tag is not None)
+
+    def clear(self) -> Counter[str]:
+        """Drop everything; returns how many items of each tagged request were dropped."""
+        dropped = Counter(item.tag for item in self._queue if item.tag is not None)
+        self._queue.clear()
+        self._urgent.clear()
+        return dropped
 
     def message_cost_bytes(self, item_sizes: list[int]) -> int:
         """Bytes charged for one message carrying items of these sizes."""
         envelope = self._envelope_bytes(len(item_sizes)) if len(item_sizes) > 1 else 0
         return self.per_msg_overhead_bytes + envelope + sum(item_sizes)
 
-    def take(self, now_s: float) -> tuple[list[tuple[str, Any]], float | None]:
-        """Messages ``(comm_id, data)`` to send now, in order, and when to call again
-        (None when the outbox is empty)."""
+    def take(self, now_s: float, *, urgent_only: bool = False) -> tuple[list[Message], float | None]:
+        """Messages to send now, in order, and when to call again (None when nothing
+        is waiting that this call may send). ``urgent_only``: leave queued items be
+        (the core is checking that the page is still there)."""
         if self._last_s is not None and now_s > self._last_s:
             self._msgs.refill(now_s - self._last_s)
             self._bytes.refill(now_s - self._last_s)
         if self._last_s is None or now_s > self._last_s:
             self._last_s = now_s
-        out: list[tuple[str, Any]] = []
+        out: list[Message] = []
         while self._urgent:
             if not self._msgs.has(1):
                 return out, now_s + self._msgs.wait_s(1)
             item = self._urgent.popleft()
             self._charge(self.message_cost_bytes([item.size_bytes]))
-            out.append((item.comm_id, item.data))
-        while self._queue:
+            out.append(Message(item.data, (item.tag,) if item.last else ()))
+        while self._queue and not urgent_only:
             count = self._next_message_length()
             items = list(itertools.islice(self._queue, count))
             cost = self.message_cost_bytes([item.size_bytes for item in items])
@@ -173,10 +218,11 @@ class Outbox:
             for _ in range(count):
                 self._queue.popleft()
             self._charge(cost)
+            done = tuple([item.tag for item in items if item.last])  # type: ignore[misc]
             if count == 1:
-                out.append((items[0].comm_id, items[0].data))
+                out.append(Message(items[0].data, done))
             else:
-                out.append((items[0].comm_id, {"batch": [item.data for item in items]}))
+                out.append(Message({"batch": [item.data for item in items]}, done))
         return out, None
 
     def _next_message_length(self) -> int:
@@ -188,7 +234,6 @@ class Outbox:
         for item in itertools.islice(self._queue, 1, None):
             if (
                 count >= self.max_items_per_msg
-                or item.comm_id != first.comm_id
                 or not item.batchable
                 or item_bytes + item.size_bytes > self.max_bytes_per_msg
             ):

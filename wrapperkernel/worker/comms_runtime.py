@@ -12,8 +12,15 @@ Threads: user calls come from any thread (usually the main one, where a cell run
 user code: it wakes waiters, feeds listeners and queues callback deliveries. Callbacks
 run on the dispatcher thread, one at a time, in arrival order.
 
-Must never: wait without a bound (every wait for the kernel ends in ``CommsError``),
-treat 0, False, "" or None as "no value", or let a failing callback stop delivery.
+Back-pressure: the kernel answers a batch of sends once the page acknowledged it (or
+the connection it was handed to is gone, or it failed). The values sent and not answered
+yet are bounded by ``queue_bytes`` (``WRAPPERKERNEL_COMM_QUEUE_BYTES``); past the bound a
+``send`` blocks its thread until the page catches up, so the kernel's queue to the page
+stays bounded and nothing is dropped. Ctrl-C interrupts that wait.
+
+Must never: wait without a bound (every wait for the kernel ends in ``CommsError``;
+a wait for room ends once the kernel makes no progress for ``reply_wait_s``), treat 0,
+False, "" or None as "no value", or let a failing callback stop delivery.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import functools
 import itertools
 import json
 import math
+import os
 import queue
 import sys
 import threading
@@ -53,6 +61,30 @@ BATCH_ITEMS = 1000
 BATCH_BYTES = 1024 * 1024
 FLUSH_DELAY_S = 0.001
 ITEM_ENVELOPE_BYTES = len('{"address":,"value":}')
+# The most bytes of sent values (their JSON) that may be unanswered by the kernel: queued
+# there for the page, or sent and not yet acknowledged by it.
+DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024
+QUEUE_BYTES_VARIABLE = "WRAPPERKERNEL_COMM_QUEUE_BYTES"
+# How often a sender blocked at the bound looks at the clock (the wait itself ends as
+# soon as the kernel answers).
+ROOM_POLL_S = 0.1
+
+
+def queue_bytes_from_environment(environ: dict[str, str] | os._Environ[str] = os.environ) -> int:
+    """The bound of ``QUEUE_BYTES_VARIABLE``, or the default when unset or not a whole
+    number of at least 1024 (reported on stderr, which goes to the kernel's log)."""
+    text = environ.get(QUEUE_BYTES_VARIABLE)
+    if text is None:
+        return DEFAULT_QUEUE_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1024:
+        sys.__stderr__.write(f"wrapperkernel: ignored {QUEUE_BYTES_VARIABLE}={text!r}: expected "
+                             f"a whole number of bytes, at least 1024\n")
+        return DEFAULT_QUEUE_BYTES
+    return value
 
 Callback = Callable[[str, Any], object]
 
@@ -88,6 +120,8 @@ class _Unwaited:
     kind: Literal["send", "answer"]
     epoch: int
     address: str
+    size_bytes: int = 0  # of the values, counted against the queue bound
+    count: int = 1  # values carried
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +144,13 @@ class CommsRuntime:
         log: Callable[[str], None],
         reply_wait_s: float = REPLY_WAIT_S,
         send_encoded: Callable[[bytes], None] | None = None,
+        queue_bytes: int | None = None,
     ) -> None:
         self._send_frame = send
         self._send_encoded = send_encoded or self._decode_and_send
         self._log = log
         self._reply_wait_s = reply_wait_s
+        self._queue_bytes = queue_bytes_from_environment() if queue_bytes is None else queue_bytes
         self._id_prefix = uuid.uuid4().hex[:8] + "-"
         self._request_ids = itertools.count(1)
         self._subscription_ids = itertools.count(1)
@@ -130,7 +166,14 @@ class CommsRuntime:
         # raise opens a new epoch; failures of older sends are then only logged, so one
         # lost connection is reported once, not once per value sent into it.
         self._send_error: str | None = None
+        self._failed_address = ""  # where the first value not delivered was sent
+        self._undelivered = 0  # values not delivered in this epoch
         self._epoch = 0
+        # Sends handed to the kernel and not answered yet: their bytes and number. Waited
+        # on by a sender at the bound and by sync().
+        self._outstanding_bytes = 0
+        self._outstanding_sends = 0
+        self._settled = threading.Condition(self._lock)
         self._latest: dict[str, _Latest] = {}
         self._callbacks: dict[int, _Subscription] = {}
         self._callback_ids: dict[str, dict[int, None]] = {}  # address -> ids, in order
@@ -188,6 +231,8 @@ class CommsRuntime:
         # The item's size on its way to the page, {"address":A,"value":V}, for pacing.
         size = len(address_json) + len(json_text) + ITEM_ENVELOPE_BYTES
         item = f"[{address_json},{json_text},{size}]"
+        if self._outstanding_bytes + self._batch_bytes + len(item) > self._queue_bytes:
+            self._wait_for_room(len(item))
         with self._out_lock:
             # A single dict store: atomic, so the reader thread may look at _latest under
             # _lock meanwhile.
@@ -279,8 +324,44 @@ class CommsRuntime:
         except CommsError:
             self._take_send_error()  # the same lost connection: report it once
             raise
-        # Replies come in request order, so every send before the sync has been answered.
+        # Every send before the sync has reached the kernel; wait until each is answered:
+        # acknowledged by the page, handed to a connection that went away, or failed.
+        # Failures too, so that the error counts every value lost.
+        self._wait_until(lambda: self._outstanding_sends == 0, wait_s, "sync",
+                         stop_on_failure=False)
         self._raise_send_error()
+
+    def _wait_for_room(self, size_bytes: int) -> None:
+        """Block until ``size_bytes`` more fit under the queue bound (one value larger
+        than the bound goes once nothing else is outstanding)."""
+        self.flush()  # the batch's bytes count as outstanding from now on
+
+        def room() -> bool:
+            return (self._outstanding_bytes == 0
+                    or self._outstanding_bytes + size_bytes <= self._queue_bytes)
+
+        self._wait_until(room, self._reply_wait_s, "send")
+        self._raise_send_error()
+
+    def _wait_until(self, ready: Callable[[], bool], stall_s: float, op: str, *,
+                    stop_on_failure: bool = True) -> None:
+        """Wait (interruptibly) until ``ready()``, or a send failed (``stop_on_failure``);
+        ``CommsError`` once the kernel answered nothing for ``stall_s``."""
+        with self._settled:
+            answered = self._outstanding_sends
+            last_progress_s = time.monotonic()
+            while not ready() and not (stop_on_failure and self._send_error is not None):
+                self._settled.wait(ROOM_POLL_S)
+                now_s = time.monotonic()
+                if self._outstanding_sends != answered:
+                    answered, last_progress_s = self._outstanding_sends, now_s
+                elif now_s - last_progress_s > stall_s:
+                    raise CommsError(
+                        f"The kernel answered none of the {self._outstanding_sends} batches "
+                        f"of values sent earlier within {stall_s:g} s, so {op}() gave up "
+                        "waiting. The page may have stopped reading; reload it, or restart "
+                        "the kernel if this keeps happening."
+                    )
 
     # ------------------------------------------------------------------ reader thread
 
@@ -296,6 +377,9 @@ class CommsRuntime:
             self._log(f"comms runtime ignored a {type(frame).__name__}: not a comm frame")
 
     def _on_reply(self, frame: frames.CommReplyFrame) -> None:
+        if not frame.request_id.startswith(self._id_prefix):
+            # Sends of the program this worker replaced, answered after the restart.
+            return
         note: str | None = None
         with self._lock:
             waiter = self._waiting.get(frame.request_id)
@@ -304,18 +388,25 @@ class CommsRuntime:
                 waiter.done.set()
                 return
             unwaited = self._unwaited.pop(frame.request_id, None)
+            if unwaited is not None and unwaited.kind == "send":
+                self._outstanding_bytes -= unwaited.size_bytes
+                self._outstanding_sends -= 1
+                self._settled.notify_all()
             if unwaited is None:
                 note = f"reply to request {frame.request_id!r}, which nobody waits for: dropped"
             elif frame.ok:
                 return
             elif unwaited.kind == "answer":
                 note = f"answer to the page's read of {unwaited.address!r} failed: {frame.error}"
-            elif unwaited.epoch == self._epoch and self._send_error is None:
-                self._send_error = (
-                    f"A value sent earlier to {unwaited.address!r} was not delivered: "
-                    f"{frame.error or 'the kernel gave no reason.'}"
-                )
-                self._connected = False
+            elif unwaited.epoch == self._epoch:
+                # The kernel says how many of the batch's values were lost.
+                lost = frame.value if type(frame.value) is int else unwaited.count
+                self._undelivered += lost
+                if self._send_error is None:
+                    self._send_error = frame.error or "the kernel gave no reason."
+                    self._failed_address = unwaited.address
+                    self._connected = False
+                self._settled.notify_all()
             else:
                 note = f"send to {unwaited.address!r} failed too: {frame.error}"
         if note is not None:
@@ -421,19 +512,23 @@ class CommsRuntime:
     def _flush_locked(self) -> None:
         if not self._batch:
             return
-        items, address = self._batch, self._batch_address
+        items, address, size = self._batch, self._batch_address, self._batch_bytes
         self._batch, self._batch_bytes = [], 0
         self._last_flush_s = time.monotonic()
         with self._lock:
             request_id = self._new_request_id()
-            self._unwaited[request_id] = _Unwaited("send", self._epoch, address)
+            self._unwaited[request_id] = _Unwaited("send", self._epoch, address, size, len(items))
+            self._outstanding_bytes += size
+            self._outstanding_sends += 1
         body = (f'{{"type":"comm_send_many","request_id":"{request_id}","items":['
                 + ",".join(items) + "]}").encode()
         try:
             self._send_encoded(encode_body(body, "comm_send_many"))
         except BaseException:
             with self._lock:
-                self._unwaited.pop(request_id, None)
+                if self._unwaited.pop(request_id, None) is not None:
+                    self._outstanding_bytes -= size
+                    self._outstanding_sends -= 1
             raise
 
     def _decode_and_send(self, data: bytes) -> None:
@@ -524,11 +619,16 @@ class CommsRuntime:
 
     def _take_send_error(self) -> str | None:
         with self._lock:
-            error, self._send_error = self._send_error, None
-            if error is not None:
-                self._epoch += 1
-                self._connected = False
-            return error
+            reason, self._send_error = self._send_error, None
+            if reason is None:
+                return None
+            count, self._undelivered = self._undelivered, 0
+            self._epoch += 1
+            self._connected = False
+            values = "1 value" if count == 1 else f"{count} values"
+            verb = "was" if count == 1 else "were"
+            return (f"{values} sent earlier (the first to {self._failed_address!r}) {verb} "
+                    f"not delivered: {reason}")
 
     def _raise_send_error(self) -> None:
         if self._send_error is None:  # the common case, without taking the lock
