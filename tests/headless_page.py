@@ -44,6 +44,7 @@ class HeadlessPage:
         self.acks_sent = 0
         self._unacked_since: float | None = None
         self.comm_id: str | None = None
+        self.kernel_id: str | None = None
         self.acked = threading.Event()
         self.received: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.synced: dict[str, Any] = {}
@@ -78,6 +79,13 @@ class HeadlessPage:
     def wait_connected(self, timeout: float = 10.0) -> None:
         if not self.acked.wait(timeout):
             raise TimeoutError(f"the kernel did not ack the page's comm_open within {timeout} s")
+
+    def reopen(self) -> None:
+        """A reloaded page whose client installs itself (a restored widget does): a new
+        comm_open on a new comm, without waiting for the kernel's install script."""
+        if self.kernel_id is None:
+            raise RuntimeError("the headless page never saw the kernel's install script")
+        self._open(self.kernel_id)
 
     def reload(self) -> None:
         """Forget the connection, as a page reload does: no close is sent."""
@@ -155,6 +163,7 @@ class HeadlessPage:
         self._comm_msg({"address": "#ack", "value": self.last_seq})
 
     def _open(self, kernel_id: str) -> None:
+        self.kernel_id = kernel_id
         self._forget_seq()
         self.comm_id = uuid.uuid4().hex
         self.comm_ids.append(self.comm_id)
