@@ -21,10 +21,10 @@ from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 
+# What the kernel tells the page client (ack_every_msgs, ack_delay_ms in its config).
+from wrapperkernel.comm.defaults import ACK_DELAY_S, ACK_EVERY_MSGS
+
 INSTALL_CALL = re.compile(r"wrapperkernel_comm_install\((\{.*?\})\);", re.S)
-# As the page client's defaults (js/wrapperkernel_comm.js: ack_every_msgs, ack_delay_ms).
-ACK_EVERY_MSGS = 16
-ACK_DELAY_S = 0.02
 
 
 class HeadlessPage:
@@ -141,7 +141,7 @@ class HeadlessPage:
                 if self.seconds_per_value:
                     time.sleep(self.seconds_per_value * len(items))
                 seq = (msg.get("metadata") or {}).get("seq")
-                if isinstance(seq, int) and content["comm_id"] == self.comm_id:
+                if type(seq) is int and content["comm_id"] == self.comm_id:
                     self.last_seq = max(self.last_seq, seq)
                     if self._unacked_since is None:
                         self._unacked_since = time.monotonic()

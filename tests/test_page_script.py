@@ -32,12 +32,14 @@ def test_one_script_element_with_client_and_installer_call() -> None:
     assert html.lower().count("<script") == 1
     assert html.lower().count("</script") == 1
     assert "globalThis.wrapperkernel_comm_install = install;" in html
-    assert _config(html) == {"kernel_id": KERNEL_ID, "debug": False, "heartbeat_timeout_ms": 500}
+    assert _config(html) == {"kernel_id": KERNEL_ID, "debug": False, "heartbeat_timeout_ms": 500,
+                             "ack_every_msgs": 16, "ack_delay_ms": 20}
 
 
 def test_config_carries_debug_and_timeout() -> None:
     config = _config(render_install_html("k", debug=True, heartbeat_timeout_s=1.25))
-    assert config == {"kernel_id": "k", "debug": True, "heartbeat_timeout_ms": 1250}
+    assert config == {"kernel_id": "k", "debug": True, "heartbeat_timeout_ms": 1250,
+                      "ack_every_msgs": 16, "ack_delay_ms": 20}
 
 
 def test_script_end_tag_in_config_cannot_break_out() -> None:

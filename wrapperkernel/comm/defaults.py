@@ -8,3 +8,10 @@ WAIT_FOR_CONNECTION_S = 3.0
 HEARTBEAT_REQUEST_THRESHOLD_S = 1.0
 HEARTBEAT_TIMEOUT_S = 0.5
 READ_TIMEOUT_S = 3.0
+
+# How the page acknowledges the kernel's messages (#ack): at once after this many
+# messages, else this long after the first unacknowledged one. The kernel passes both
+# to the page client; the acknowledgement's delay adds to how long a send stays
+# unanswered, so it is short next to the queue bound's worth of pacing (about 1 s).
+ACK_EVERY_MSGS = 16
+ACK_DELAY_S = 0.02

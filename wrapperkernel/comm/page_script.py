@@ -16,7 +16,7 @@ import importlib.resources
 import json
 from pathlib import Path
 
-from wrapperkernel.comm.defaults import HEARTBEAT_TIMEOUT_S
+from wrapperkernel.comm.defaults import ACK_DELAY_S, ACK_EVERY_MSGS, HEARTBEAT_TIMEOUT_S
 
 JS_FILE_NAME = "wrapperkernel_comm.js"
 INSTALLER_NAME = "wrapperkernel_comm_install"
@@ -51,6 +51,8 @@ def install_config(
         "kernel_id": kernel_id,
         "debug": debug,
         "heartbeat_timeout_ms": round(heartbeat_timeout_s * 1000),
+        "ack_every_msgs": ACK_EVERY_MSGS,
+        "ack_delay_ms": round(ACK_DELAY_S * 1000),
     }
 
 
