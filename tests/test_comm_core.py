@@ -1093,3 +1093,48 @@ def test_core_modules_import_no_io(module):
             imported.add((node.module or ".").split(".")[0])
     forbidden = {"asyncio", "zmq", "threading", "logging", "time", "socket", "wrapperkernel", "."}
     assert imported and not imported & forbidden
+
+
+# --- the page's window and a slow page --------------------------------------------------
+
+
+def test_at_most_max_unacked_msgs_wait_at_the_page_and_an_ack_lets_more_out():
+    from wrapperkernel.comm.core import MAX_UNACKED_MSGS
+
+    core = CommCore(KERNEL_ID, lambda: "d", outbox=Outbox(max_items_per_msg=1))
+    core.handle(opened(0.0, "c1"))  # the ack is message 1
+    items = [("/a", n, 24) for n in range(MAX_UNACKED_MSGS + 10)]
+    sent = [a for a in core.handle(ProgramRequested(0.1, "r1", "send_many", None, items))
+            if isinstance(a, SendCommMsg)]
+    assert [a.seq for a in sent] == list(range(2, MAX_UNACKED_MSGS + 1))
+    more = [a for a in core.handle(received(0.2, "c1", 5)) if isinstance(a, SendCommMsg)]
+    # Five acknowledged: five more go (values 63..67, messages 65..69).
+    assert [a.data["value"] for a in more] == list(range(MAX_UNACKED_MSGS - 1,
+                                                         MAX_UNACKED_MSGS + 4))
+    rest = core.handle(received(0.3, "c1", MAX_UNACKED_MSGS + 4))
+    values = [a.data["value"] for a in rest if isinstance(a, SendCommMsg)]
+    assert values == list(range(MAX_UNACKED_MSGS + 4, MAX_UNACKED_MSGS + 10))
+    assert ok("r1") not in rest  # its last value is not acknowledged yet
+    assert ok("r1") in core.handle(received(0.4, "c1", MAX_UNACKED_MSGS + 11))
+
+
+def test_a_slow_page_whose_acks_advance_answers_the_ping_without_its_pong():
+    """A ping waits behind the values already sent to the page: a slow page answers it
+    late, but its advancing #ack shows it is alive and reading, so it is not stale."""
+    core = open_core()
+    core.handle(ProgramRequested(0.1, "r1", "send", "/a", 1))  # message 2
+    actions = core.handle(TimerFired(1.1, SILENCE_TIMER))  # no #ack for 1 s: ping
+    assert core.state is State.PINGING
+    assert StartTimer(HEARTBEAT_TIMER, 0.5) in actions
+    actions = core.handle(received(1.3, "c1", 2))
+    assert core.state is State.OPEN
+    assert ok("r1") in actions and CancelTimer(HEARTBEAT_TIMER) in actions
+    # An #ack that does not advance proves nothing: the ping still waits for its answer.
+    core.handle(ProgramRequested(1.4, "r2", "send", "/a", 2))
+    core.handle(TimerFired(2.4, SILENCE_TIMER))
+    assert core.state is State.PINGING
+    core.handle(received(2.5, "c1", 2))
+    assert core.state is State.PINGING
+    stale = core.handle(TimerFired(2.9, HEARTBEAT_TIMER))
+    # Stale. The value in flight was handed to the page while it lived: done.
+    assert core.state is State.CLOSED and ok("r2") in stale

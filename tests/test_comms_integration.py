@@ -429,7 +429,9 @@ def test_page_reload_mid_stream_reinstalls_and_loses_nothing_after_reconnect() -
 
 
 def test_page_that_does_not_answer_pings_gets_the_script_again() -> None:
-    with page_kernel(answer_pings=False) as k:
+    # A stale page: it answers neither pings nor, by acknowledging, anything else (an
+    # advancing #ack answers a ping as well as a pong does).
+    with page_kernel(answer_pings=False, acknowledge=False) as k:
         k.run_ok("from wrapperkernel import comms\ncomms.start()")
         first_comm = k.page.comm_id
         time.sleep(1.5)  # silence longer than HEARTBEAT_REQUEST_THRESHOLD_S (a precondition)

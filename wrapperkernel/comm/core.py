@@ -36,7 +36,9 @@ Effects that go with transitions are written out as code in ``CommCore``:
 - a valid comm_open (any state -> OPEN): cancel "connect" and "heartbeat", erase the
   install script, confirm what the previous comm had in flight, ack, ask again the reads
   asked on a previous comm, flush the queue;
-- PONG_RECEIVED while PINGING: cancel "heartbeat", flush the queue;
+- PONG_RECEIVED (or an #ack that advances: the page is handling our messages, and a
+  pong queued behind a backlog of values could not come in time) while PINGING:
+  cancel "heartbeat", flush the queue;
 - entering FAILED: erase the install script, fail every waiting request and every value
   still queued;
 - entering CLOSED: forget the comm; reads asked on it go back to the queue; what it had
@@ -88,6 +90,10 @@ SILENCE_TIMER: TimerName = "silence"  # values in flight and the page quiet: che
 READ_TIMER_PREFIX = "read:"
 OWN_TIMERS = frozenset({CONNECT_TIMER, HEARTBEAT_TIMER, FLUSH_TIMER, SILENCE_TIMER})
 _SILENCE_SLACK_S = 1e-6
+# Messages on the comm that the page has not acknowledged yet, at most (values wait in
+# the outbox meanwhile). Above the page's ack_every_msgs, so a page that acknowledges
+# as it should never stalls the flow.
+MAX_UNACKED_MSGS = 64
 
 
 def read_timer(request_id: str) -> TimerName:
@@ -476,6 +482,7 @@ class CommCore:
         # send, waiting for the page's #ack: (seq, request ids).
         self._in_flight: deque[tuple[int, tuple[str, ...]]] = deque()
         self._seq = 0
+        self._acked_seq = 0  # the highest seq the page acknowledged
         # Sends handed to the outbox and not answered yet, by request id.
         self._sending: dict[str, ProgramRequested] = {}
         self._actions: list[Action] = []
@@ -726,18 +733,24 @@ class CommCore:
         if value > self._seq:
             self._log("warning", f"#ack for seq {value}, but only {self._seq} were sent: "
                                  "acknowledging those")
+        advanced = value > self._acked_seq
+        self._acked_seq = max(self._acked_seq, min(value, self._seq))
         while self._in_flight and self._in_flight[0][0] <= value:
             self._confirm(self._in_flight.popleft()[1])
         if not self._in_flight:
             self._cancel_timer(SILENCE_TIMER)
+        if advanced and self._state is State.PINGING:
+            self._on_pong(None, answered_by="#ack")
 
-    def _on_pong(self, value: Any) -> None:
+    def _on_pong(self, value: Any, answered_by: str = "pong") -> None:
         was_pinging = self._state is State.PINGING
         self._fire(Trigger.PONG_RECEIVED)
         if not was_pinging:
             self._log("debug", f"unsolicited pong {_preview.repr(value)}")
             return
-        if value != self._ping_count:
+        if answered_by != "pong":
+            self._log("debug", f"ping {self._ping_count} answered by an {answered_by}")
+        elif value != self._ping_count:
             self._log("debug", f"pong {_preview.repr(value)} for ping {self._ping_count}")
         self._cancel_timer(HEARTBEAT_TIMER)
         self._flush()
@@ -868,7 +881,7 @@ class CommCore:
         while self._in_flight:
             self._confirm(self._in_flight.popleft()[1])
         self._outbox.forget_connection()
-        self._seq = 0
+        self._seq = self._acked_seq = 0
         self._cancel_timer(FLUSH_TIMER)
         self._cancel_timer(SILENCE_TIMER)
 
@@ -891,8 +904,12 @@ class CommCore:
         comm_id = self._comm_id
         if comm_id is None:
             return
-        # While pinging, values wait: the comm may be dead, and the ping goes first.
-        messages, due_s = self._outbox.take(now_s, urgent_only=self._state is State.PINGING)
+        # While pinging, values wait: the comm may be dead, and the ping goes first. And
+        # at most MAX_UNACKED_MSGS messages wait at the page: its backlog stays short, so
+        # a ping, a pong or a reinstall script is not held up behind it.
+        messages, due_s = self._outbox.take(
+            now_s, urgent_only=self._state is State.PINGING,
+            max_messages=MAX_UNACKED_MSGS - (self._seq - self._acked_seq))
         for message in messages:
             self._seq += 1
             self._actions.append(SendCommMsg(comm_id, message.data, self._seq))

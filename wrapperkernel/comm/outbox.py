@@ -192,10 +192,14 @@ class Outbox:
         envelope = self._envelope_bytes(len(item_sizes)) if len(item_sizes) > 1 else 0
         return self.per_msg_overhead_bytes + envelope + sum(item_sizes)
 
-    def take(self, now_s: float, *, urgent_only: bool = False) -> tuple[list[Message], float | None]:
+    def take(self, now_s: float, *, urgent_only: bool = False,
+             max_messages: int | None = None) -> tuple[list[Message], float | None]:
         """Messages to send now, in order, and when to call again (None when nothing
         is waiting that this call may send). ``urgent_only``: leave queued items be
-        (the core is checking that the page is still there)."""
+        (the core is checking that the page is still there); ``max_messages``: at most
+        that many messages of queued items (the page's window), urgent ones aside."""
+        if max_messages is not None and max_messages <= 0:
+            urgent_only = True
         if self._last_s is not None and now_s > self._last_s:
             self._msgs.refill(now_s - self._last_s)
             self._bytes.refill(now_s - self._last_s)
@@ -208,7 +212,9 @@ class Outbox:
             item = self._urgent.popleft()
             self._charge(self.message_cost_bytes([item.size_bytes]))
             out.append(Message(item.data, (item.tag,) if item.last else ()))
-        while self._queue and not urgent_only:
+        left = math.inf if max_messages is None else max_messages
+        while self._queue and not urgent_only and left > 0:
+            left -= 1
             count = self._next_message_length()
             items = list(itertools.islice(self._queue, count))
             cost = self.message_cost_bytes([item.size_bytes for item in items])
@@ -223,7 +229,7 @@ class Outbox:
                 out.append(Message(items[0].data, done))
             else:
                 out.append(Message({"batch": [item.data for item in items]}, done))
-        return out, None
+        return out, None  # emptied, or the window is full: the caller calls again
 
     def _next_message_length(self) -> int:
         """How many items from the head of the queue go into the next message."""
