@@ -17,6 +17,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
@@ -30,7 +31,8 @@ INSTALL_CALL = re.compile(r"wrapperkernel_comm_install\((\{.*?\})\);", re.S)
 class HeadlessPage:
     def __init__(self, connection_file: str, *, answer_pings: bool = True,
                  connect: bool = True, acknowledge: bool = True,
-                 seconds_per_value: float = 0.0) -> None:
+                 seconds_per_value: float = 0.0,
+                 on_value: Callable[[str, Any], None] | None = None) -> None:
         self.client = BlockingKernelClient(connection_file=connection_file)
         self.client.load_connection_file()
         self.client.start_channels()
@@ -39,6 +41,9 @@ class HeadlessPage:
         self.acknowledge = acknowledge
         # A slow page: it spends this long on each value it receives.
         self.seconds_per_value = seconds_per_value
+        # Instead of recording: called with each value (address, value), and comm
+        # messages are not kept in iopub_log (a benchmark's millions of values).
+        self.on_value = on_value
         self.last_seq = 0
         self.acked_seq = 0
         self.acks_sent = 0
@@ -102,6 +107,32 @@ class HeadlessPage:
         self._thread.join(5)
         self.client.stop_channels()
 
+    def drop(self, outage_s: float = 0.0) -> None:
+        """The page's connection drops without a word (network gone, server restarted):
+        the page stops reading and answering, its sockets close, and after ``outage_s``
+        it comes back on new sockets with no comm, as a page client whose websocket died.
+        The kernel hears nothing, pings, gets no pong and reinstalls the client; this
+        page answers an install script published once it is back. What was published
+        meanwhile never reaches it."""
+        self._stop.set()
+        self._thread.join(5)
+        if self._thread.is_alive():
+            raise RuntimeError("the headless page's thread did not stop within 5 s")
+        with self._send_lock:
+            self.comm_id = None
+            self.acked.clear()
+            self._forget_seq()
+            self.client.stop_channels()
+        time.sleep(outage_s)
+        client = BlockingKernelClient(connection_file=self.client.connection_file)
+        client.load_connection_file()
+        client.start_channels()
+        with self._send_lock:
+            self.client = client
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="headless-page", daemon=True)
+        self._thread.start()
+
     # -- internals
 
     def _comm_msg(self, data: Any) -> None:
@@ -122,8 +153,9 @@ class HeadlessPage:
                 msg = self.client.get_iopub_msg(timeout=ACK_DELAY_S / 2)
             except queue.Empty:
                 continue
-            self.iopub_log.append(msg)
             kind = msg["header"]["msg_type"]
+            if self.on_value is None or kind != "comm_msg":
+                self.iopub_log.append(msg)
             content = msg["content"]
             if kind == "display_data":
                 html = content.get("data", {}).get("text/html", "")
@@ -187,6 +219,9 @@ class HeadlessPage:
             else:
                 self._comm_msg({"address": address, "read_error": f"no value for {address}"})
         elif "value" in item:
+            if self.on_value is not None:
+                self.on_value(address, item["value"])
+                return
             self.history.append((comm_id, address, item["value"]))
             self.received.put((address, item["value"]))
 

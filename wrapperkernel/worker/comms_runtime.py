@@ -63,7 +63,7 @@ FLUSH_DELAY_S = 0.001
 ITEM_ENVELOPE_BYTES = len('{"address":,"value":}')
 # The most bytes of sent values (their JSON) that may be unanswered by the kernel: queued
 # there for the page, or sent and not yet acknowledged by it.
-DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024
+DEFAULT_QUEUE_BYTES = 1024 * 1024
 QUEUE_BYTES_VARIABLE = "WRAPPERKERNEL_COMM_QUEUE_BYTES"
 # How often a sender blocked at the bound looks at the clock (the wait itself ends as
 # soon as the kernel answers).
