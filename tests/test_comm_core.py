@@ -1138,3 +1138,16 @@ def test_a_slow_page_whose_acks_advance_answers_the_ping_without_its_pong():
     stale = core.handle(TimerFired(2.9, HEARTBEAT_TIMER))
     # Stale. The value in flight was handed to the page while it lived: done.
     assert core.state is State.CLOSED and ok("r2") in stale
+
+
+def test_a_silent_page_holding_the_window_with_a_large_send_is_pinged():
+    """No message in flight carries a send's last value (one large send fills the
+    window), yet the program waits on the page: its silence is noticed all the same."""
+    from wrapperkernel.comm.core import MAX_UNACKED_MSGS
+
+    core = CommCore(KERNEL_ID, lambda: "d", outbox=Outbox(max_items_per_msg=1))
+    core.handle(opened(0.0, "c1"))
+    items = [("/a", n, 24) for n in range(MAX_UNACKED_MSGS * 2)]
+    assert WATCH_SILENCE in core.handle(ProgramRequested(0.1, "r1", "send_many", None, items))
+    actions = core.handle(TimerFired(1.1, SILENCE_TIMER))
+    assert core.state is State.PINGING and StartTimer(HEARTBEAT_TIMER, 0.5) in actions

@@ -249,12 +249,14 @@ def test_any_load_is_complete_ordered_capped_and_paced(
         messages, due_s = outbox.take(now_s)
         sent.extend((now_s, message.data) for message in messages)
         done.extend(tag for message in messages for tag in message.done)
+        assert outbox.has_tagged() == any(tag is not None for tag, _, _ in pushes[len(unpack(sent)):])
         if due_s is None:
             break
         now_s = due_s
 
     assert unpack(sent) == [data for data, _ in expected]
     assert done == tags  # every tag done once, in order
+    assert not outbox.has_tagged()
     costs = []
     for time_s, data in sent:
         carried = data["batch"] if "batch" in data else [data]

@@ -737,7 +737,7 @@ class CommCore:
         self._acked_seq = max(self._acked_seq, min(value, self._seq))
         while self._in_flight and self._in_flight[0][0] <= value:
             self._confirm(self._in_flight.popleft()[1])
-        if not self._in_flight:
+        if not self._waits_on_page():
             self._cancel_timer(SILENCE_TIMER)
         if advanced and self._state is State.PINGING:
             self._on_pong(None, answered_by="#ack")
@@ -820,8 +820,8 @@ class CommCore:
             self._lose_comm()
 
     def _on_silence(self, now_s: float) -> None:
-        """Values in flight: ping a page that has said nothing for too long."""
-        if not self._in_flight or self._state is not State.OPEN:
+        """Values wait on the page: ping it if it has said nothing for too long."""
+        if not self._waits_on_page() or self._state is not State.OPEN:
             return  # all acknowledged meanwhile, or a ping is out already
         quiet_s = now_s - self._last_heard_s
         threshold_s = self._timings.heartbeat_request_threshold_s
@@ -919,8 +919,15 @@ class CommCore:
             self._cancel_timer(FLUSH_TIMER)
         elif FLUSH_TIMER not in self._armed:
             self._start_timer(FLUSH_TIMER, max(0.0, due_s - now_s))
-        if self._in_flight and SILENCE_TIMER not in self._armed and self._state is State.OPEN:
+        if (self._waits_on_page() and SILENCE_TIMER not in self._armed
+                and self._state is State.OPEN):
             self._start_timer(SILENCE_TIMER, self._timings.heartbeat_request_threshold_s)
+
+    def _waits_on_page(self) -> bool:
+        """Program values wait for the page to acknowledge what it was sent: values in
+        flight, or values queued behind messages it has not acknowledged."""
+        return bool(self._in_flight) or (
+            self._seq > self._acked_seq and self._outbox.has_tagged())
 
     def _requeue_asked_reads(self) -> None:
         """Reads asked on a comm that is going away are asked again on the next one."""

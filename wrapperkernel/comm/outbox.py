@@ -129,6 +129,7 @@ class Outbox:
                               max(largest_msg_bytes, max_bytes_per_s * byte_burst_s))
         self._queue: deque[_Item] = deque()
         self._urgent: deque[_Item] = deque()
+        self._tagged = 0  # items in _queue that belong to a program request
         self._last_s: float | None = None
 
     @property
@@ -152,6 +153,8 @@ class Outbox:
         batchable = isinstance(data, dict) and "address" in data
         (self._urgent if urgent else self._queue).append(
             _Item(data, size_bytes, batchable, tag, tag is not None))
+        if tag is not None and not urgent:
+            self._tagged += 1
 
     def push_many(self, items: Iterable[tuple[dict[str, Any], int]], tag: str | None = None) -> None:
         """``push`` for each ``(data, size_bytes)`` of a value item (``{"address": ...,
@@ -162,6 +165,7 @@ class Outbox:
         if queued and tag is not None:
             end = queued[-1]
             queued[-1] = _Item(end.data, end.size_bytes, True, tag, True)
+            self._tagged += len(queued)
         self._queue.extend(queued)
 
     @property
@@ -171,7 +175,7 @@ class Outbox:
 
     def has_tagged(self) -> bool:
         """Whether items of a program request are waiting."""
-        return any(item.tag is not None for item in self._queue)
+        return self._tagged > 0
 
     def forget_connection(self) -> None:
         """The page connection is gone: drop what was meant for it alone (urgent
@@ -179,12 +183,14 @@ class Outbox:
         again); the program's values stay queued for the next connection, in order."""
         self._urgent.clear()
         self._queue = deque(item for item in self._queue if item.tag is not None)
+        self._tagged = len(self._queue)
 
     def clear(self) -> Counter[str]:
         """Drop everything; returns how many items of each tagged request were dropped."""
         dropped = Counter(item.tag for item in self._queue if item.tag is not None)
         self._queue.clear()
         self._urgent.clear()
+        self._tagged = 0
         return dropped
 
     def message_cost_bytes(self, item_sizes: list[int]) -> int:
@@ -222,7 +228,8 @@ class Outbox:
             if not (self._msgs.has(1) and self._bytes.has(needed)):
                 return out, now_s + max(self._msgs.wait_s(1), self._bytes.wait_s(needed))
             for _ in range(count):
-                self._queue.popleft()
+                if self._queue.popleft().tag is not None:
+                    self._tagged -= 1
             self._charge(cost)
             done = tuple([item.tag for item in items if item.last])  # type: ignore[misc]
             if count == 1:
