@@ -168,6 +168,7 @@ class CommsRuntime:
         self._send_error: str | None = None
         self._failed_address = ""  # where the first value not delivered was sent
         self._undelivered = 0  # values not delivered in this epoch
+        self._quiet_epoch = -1  # the epoch whose late failures were logged once
         self._epoch = 0
         # Sends handed to the kernel and not answered yet: their bytes and number. Waited
         # on by a sender at the bound and by sync().
@@ -407,8 +408,11 @@ class CommsRuntime:
                     self._failed_address = unwaited.address
                     self._connected = False
                 self._settled.notify_all()
-            else:
-                note = f"send to {unwaited.address!r} failed too: {frame.error}"
+            elif unwaited.epoch != self._quiet_epoch:
+                # Reported already; one log line per lost connection, not one per batch.
+                self._quiet_epoch = unwaited.epoch
+                note = (f"send to {unwaited.address!r} failed too: {frame.error} (later "
+                        "failures of values sent before that error are not logged)")
         if note is not None:
             self._log(note)
 
