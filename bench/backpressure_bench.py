@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     from wrapperkernel.worker.comms_runtime import DEFAULT_QUEUE_BYTES
 
     bound = args.bound or DEFAULT_QUEUE_BYTES
+    # The commit the kernel under test runs (read before it starts).
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="wrapperkernel-bp-") as tmp:
         env = {**os.environ, "IPYTHONDIR": f"{tmp}/ipython", "JUPYTER_RUNTIME_DIR": tmp,
                "WRAPPERKERNEL_COMM_QUEUE_BYTES": str(bound)}
@@ -152,8 +155,6 @@ def main(argv: list[str] | None = None) -> int:
 
     peak_kernel = max(k for _, k, _ in sampler.samples)
     peak_worker = max(w for _, _, w in sampler.samples)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True).stdout.strip()
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cpu = platform.processor() or platform.machine()
     lines = [
