@@ -906,10 +906,12 @@ class CommCore:
             return
         # While pinging, values wait: the comm may be dead, and the ping goes first. And
         # at most MAX_UNACKED_MSGS messages wait at the page: its backlog stays short, so
-        # a ping, a pong or a reinstall script is not held up behind it.
+        # a ping, a pong or a reinstall script is not held up behind it. (An empty
+        # outbox, the common case of a page message, skips the pacing arithmetic.)
         messages, due_s = self._outbox.take(
             now_s, urgent_only=self._state is State.PINGING,
-            max_messages=MAX_UNACKED_MSGS - (self._seq - self._acked_seq))
+            max_messages=MAX_UNACKED_MSGS - (self._seq - self._acked_seq),
+        ) if len(self._outbox) else ([], None)
         for message in messages:
             self._seq += 1
             self._actions.append(SendCommMsg(comm_id, message.data, self._seq))
