@@ -1151,3 +1151,19 @@ def test_a_silent_page_holding_the_window_with_a_large_send_is_pinged():
     assert WATCH_SILENCE in core.handle(ProgramRequested(0.1, "r1", "send_many", None, items))
     actions = core.handle(TimerFired(1.1, SILENCE_TIMER))
     assert core.state is State.PINGING and StartTimer(HEARTBEAT_TIMER, 0.5) in actions
+
+
+def test_when_no_page_comes_back_the_values_fail_before_the_requests_queued_after_them():
+    """Oldest first: values still in the outbox, then the queue (a sync among it), so a
+    program's sync finds every lost value counted when its own error arrives."""
+    core = CommCore(KERNEL_ID, lambda: "d", outbox=Outbox(max_msgs_per_s=1.0, burst_s=1.0))
+    core.handle(opened(0.0, "c1"))  # the ack takes the one message of the burst
+    core.handle(ProgramRequested(0.1, "r1", "send", "/a", 1))  # waits for the budget
+    core.handle(PageCommClosed(0.2, "c1"))
+    assert core.state is State.CONNECTING and core.queued_values
+    core.handle(ProgramRequested(0.3, "r2", "send", "/a", 2))
+    core.handle(ProgramRequested(0.4, "s1", "sync"))
+    replies = [a for a in core.handle(TimerFired(3.2, CONNECT_TIMER))
+               if isinstance(a, ReplyToProgram)]
+    assert [(r.request_id, r.ok, r.value) for r in replies] == [
+        ("r1", False, 1), ("r2", False, 1), ("s1", False, None)]

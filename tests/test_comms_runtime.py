@@ -674,6 +674,28 @@ def test_sync_raises_an_earlier_send_failure(started: FakeKernel) -> None:
     started.runtime.sync()
 
 
+def test_a_sync_failed_with_the_sends_before_it_says_how_many_values_were_lost(
+    started: FakeKernel,
+) -> None:
+    """No page connected in time: the kernel fails the queued sends (counting their
+    values), then the sync behind them. The sync's error is the counted one."""
+    held: queue.SimpleQueue[Request] = queue.SimpleQueue()
+    started.answers["send_many"] = lambda r: held.put(r)  # type: ignore[func-returns-value]
+
+    def fail_everything(sync: Request) -> frames.CommReplyFrame:
+        batch = held.get(timeout=WAIT_S)
+        started.runtime.on_frame(over_the_wire(frames.CommReplyFrame(
+            request_id=batch.request_id, ok=False, value=3, error=NO_PAGE)))
+        return error(sync, NO_PAGE)
+
+    started.answers["sync"] = fail_everything
+    for i in range(3):
+        started.runtime.send("/a", i)
+    with pytest.raises(CommsError, match=r"^3 values sent earlier \(the first to '/a'\) were "
+                                         r"not delivered: No page connected"):
+        started.runtime.sync()
+
+
 # ---------------------------------------------------------------------- read requests
 
 

@@ -812,8 +812,10 @@ class CommCore:
                 "wrapperkernel.comms.start() or restart the kernel to try again."
             )
             self._log("warning", self._failure)
-            self._fail_all_waiting(self._failure)
+            # Oldest first: the values in the outbox were sent before anything still in
+            # the queue, a sync among them, whose failure must find them counted.
             self._drop_queued_values(self._failure)
+            self._fail_all_waiting(self._failure)
         else:
             self._log("info", f"no pong from comm {self._comm_id!r}: connection is stale")
             self._fire(Trigger.HEARTBEAT_TIMED_OUT)

@@ -322,8 +322,12 @@ class CommsRuntime:
         wait_s = self._reply_wait_s if timeout_s is None else _check_wait(timeout_s, "timeout_s")
         try:
             self._request("sync", wait_s=wait_s)
-        except CommsError:
-            self._take_send_error()  # the same lost connection: report it once
+        except CommsError as error:
+            # The same lost connection: report it once, with the count of values lost
+            # (the kernel answers the sends before the sync behind them).
+            counted = self._take_send_error()
+            if counted is not None:
+                raise CommsError(counted) from error
             raise
         # Every send before the sync has reached the kernel; wait until each is answered:
         # acknowledged by the page, handed to a connection that went away, or failed.
