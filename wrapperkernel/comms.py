@@ -210,11 +210,14 @@ def start(timeout_s: float | None = None) -> None:
 def send(address: str, value: Any) -> None:
     """Send ``value`` (any JSON value: dict, list, str, int, float, bool, None) to ``address``.
 
-    Fast and non-blocking once the channel is connected: the value is handed to the
-    kernel and the call returns without waiting for delivery. If delivery fails, the
-    *next* call of this module raises ``CommsError``; call ``sync()`` to wait for
-    everything sent so far. The first call (or the first after a failure) blocks like
-    ``start()``. ``address`` is a non-empty string not starting with '#' (ValueError
+    Fast once the channel is connected: the value is handed to the kernel and the call
+    returns without waiting for delivery. If delivery fails, the *next* call of this
+    module raises ``CommsError`` saying how many values were not delivered; call
+    ``sync()`` to wait for everything sent so far. The first call (or the first after a
+    failure) blocks like ``start()``, and a call blocks while the values not yet
+    delivered fill the queue bound (``WRAPPERKERNEL_COMM_QUEUE_BYTES``, 1 MiB): a page
+    that reads slowly slows the sender down instead of filling memory; Ctrl-C ends that
+    wait. ``address`` is a non-empty string not starting with '#' (ValueError
     otherwise); a value that is not JSON (a set, an object, NaN) raises TypeError.
     """
     _runtime().send(address, value)
@@ -262,9 +265,10 @@ def read_value(address: str, timeout: float = DEFAULT_READ_TIMEOUT_S) -> Any:
 
 
 def sync(timeout_s: float | None = None) -> None:
-    """Block until everything sent before this call has been handed to the page.
+    """Block until everything sent before this call has been delivered to the page
+    (acknowledged by it, or handed to a connection that went away since).
 
-    Raises ``CommsError`` if any of it could not be delivered. Use it before a cell ends
+    Raises ``CommsError`` saying how many values were not delivered, if any. Use it before a cell ends
     when the page must have every value, or to surface delivery errors at a known point.
     ``timeout_s`` bounds the wait (default 10 s).
     """
