@@ -628,6 +628,17 @@ class Chaos:
                                      f"{what}")
             self.tend(0.02)
 
+    def drain_notebook_iopub(self) -> None:
+        """The notebook connection reads only its shell replies here (the observer and
+        the page read IOPub). Its IOPub messages are read and dropped all the same: the
+        kernel keeps, without a limit, what a subscriber has not read (it never drops
+        output), so an unread subscription would show in the kernel's RSS as a leak."""
+        while True:
+            try:
+                self.conn.kc.get_iopub_msg(timeout=0)
+            except queue.Empty:
+                return
+
     def tend(self, pause_s: float) -> None:
         """One turn of the test's housekeeping: the page sends a value to the program,
         what the page received is moved to compact arrays, RSS is sampled now and then."""
@@ -639,6 +650,7 @@ class Chaos:
             except RuntimeError:  # the page left its comm meanwhile: nothing to send on
                 self.done["page values not sent: no comm"] += 1
         self.collect_page()
+        self.drain_notebook_iopub()
         if time.monotonic() >= self.next_rss_s:
             self.sample_rss("")
             self.next_rss_s = time.monotonic() + RSS_EVERY_S
