@@ -18,6 +18,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+import own_loop
 import pytest
 import zmq
 import zmq.asyncio
@@ -161,7 +162,7 @@ def test_non_object_content_request_is_logged_once_by_msg_id(
     kernel = Kernel(transport, worker=None)  # type: ignore[arg-type]
 
     with caplog.at_level(logging.INFO, logger="wrapperkernel"):
-        asyncio.run(kernel._dispatch(incoming("shell", msg_type, ["x"])))
+        own_loop.run(kernel._dispatch(incoming("shell", msg_type, ["x"])))
 
     replies = [s for s in transport.sent if s[0] == "shell"]
     assert [(r[1], r[2]["ename"], r[3]["msg_id"]) for r in replies] == [
@@ -180,7 +181,7 @@ def test_non_object_content_on_a_comm_msg_is_logged_not_answered(
     kernel = Kernel(transport, worker=None)  # type: ignore[arg-type]
 
     with caplog.at_level(logging.INFO, logger="wrapperkernel"):
-        asyncio.run(kernel._dispatch(incoming("shell", "comm_msg", 3, msg_id="comm-1")))
+        own_loop.run(kernel._dispatch(incoming("shell", "comm_msg", 3, msg_id="comm-1")))
 
     assert [s for s in transport.sent if s[0] == "shell"] == []
     assert len(caplog.records) == 1
@@ -400,7 +401,7 @@ async def _serve_survives_a_failed_message() -> list[str]:
 
 def test_serve_loop_keeps_serving_after_a_failure(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, logger="wrapperkernel.wire"):
-        handled = asyncio.run(_serve_survives_a_failed_message())
+        handled = own_loop.run(_serve_survives_a_failed_message())
 
     assert handled == ["second_request"]
     logged = [r for r in caplog.records if "injected failure" in r.getMessage()
@@ -442,7 +443,7 @@ def test_subscription_loop_keeps_serving_after_a_failure(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="wrapperkernel.wire"):
-        welcomes = asyncio.run(_subscriptions_survive_a_failed_welcome())
+        welcomes = own_loop.run(_subscriptions_survive_a_failed_welcome())
 
     assert welcomes == ["iopub_welcome"]
     assert any(r.exc_info is not None for r in caplog.records)

@@ -9,6 +9,7 @@ import asyncio
 import sys
 from collections.abc import Iterator
 
+import own_loop
 import pytest
 from kernel_helpers import REPLY_TIMEOUT_S, KernelConnection, running_kernel
 
@@ -83,7 +84,7 @@ def test_a_handler_that_raises_on_a_frame_replaces_the_worker() -> None:
             await supervisor.stop()
         return exits, pids, supervisor.generation
 
-    exits, pids, generation = asyncio.run(scenario())
+    exits, pids, generation = own_loop.run(scenario())
 
     assert len(exits) == 1
     assert "could not handle a frame from the worker" in exits[0]
