@@ -67,6 +67,8 @@ class HeadlessPage:
         # zmq socket must not be used by two threads at the same time.
         self._send_lock = threading.Lock()
         self._stop = threading.Event()
+        self._reopen_wanted = threading.Event()
+        self._reopened = threading.Event()
         self._thread = threading.Thread(target=self._run, name="headless-page", daemon=True)
         self._thread.start()
 
@@ -85,12 +87,18 @@ class HeadlessPage:
         if not self.acked.wait(timeout):
             raise TimeoutError(f"the kernel did not ack the page's comm_open within {timeout} s")
 
-    def reopen(self) -> None:
+    def reopen(self, timeout: float = 5.0) -> None:
         """A reloaded page whose client installs itself (a restored widget does): a new
-        comm_open on a new comm, without waiting for the kernel's install script."""
+        comm_open on a new comm, without waiting for the kernel's install script.
+
+        The page thread makes the switch, between two messages: the seq bookkeeping of
+        the old comm must not leak into the new one's."""
         if self.kernel_id is None:
             raise RuntimeError("the headless page never saw the kernel's install script")
-        self._open(self.kernel_id)
+        self._reopened.clear()
+        self._reopen_wanted.set()
+        if not self._reopened.wait(timeout):
+            raise TimeoutError(f"the headless page did not reopen within {timeout} s")
 
     def reload(self) -> None:
         """Forget the connection, as a page reload does: no close is sent."""
@@ -148,6 +156,10 @@ class HeadlessPage:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self._reopen_wanted.is_set():
+                self._reopen_wanted.clear()
+                self._open(self.kernel_id or "")
+                self._reopened.set()
             self._maybe_ack(time.monotonic())
             try:
                 msg = self.client.get_iopub_msg(timeout=ACK_DELAY_S / 2)
