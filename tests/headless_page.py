@@ -23,7 +23,7 @@ from typing import Any
 from jupyter_client.blocking.client import BlockingKernelClient
 
 # What the kernel tells the page client (ack_every_msgs, ack_delay_ms in its config).
-from wrapperkernel.comm.defaults import ACK_DELAY_S, ACK_EVERY_MSGS
+from wrapperkernel.address.defaults import ACK_DELAY_S, ACK_EVERY_MSGS
 
 INSTALL_CALL = re.compile(r"wrapperkernel_comm_install\((\{.*?\})\);", re.S)
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import strategies
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -321,12 +322,10 @@ def test_queued_work_survives_garbage_in_between(kernel: KernelConnection, raw: 
 
 # ---------------------------------------------------------------------- random garbage
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=3),
-    max_leaves=8,
-)
+# Small values (message contents, not payloads), integers in the range JSON parsers agree on.
+json_values = strategies.json_values(
+    scalars=st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.text(max_size=10),
+    keys=st.text(max_size=8), max_size=3, max_leaves=8)
 # Request types whose handling is safe to fuzz: no shutdown, no code execution.
 FUZZED_TYPES = ["kernel_info_request", "comm_info_request", "is_complete_request",
                 "complete_request", "inspect_request", "history_request", "foo_request",

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from wrapperkernel.address.page_script import js_path
 from wrapperkernel.cli import RESOURCE_FILES, kernelspec_source
-from wrapperkernel.comm.page_script import js_path
 
 COMMAND_TIMEOUT_S = 120
 LOGOS = [name for name in RESOURCE_FILES if name.startswith("logo-")]

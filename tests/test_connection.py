@@ -46,9 +46,9 @@ def test_a_missing_port_and_bad_json_are_clear_errors(tmp_path: Path) -> None:
 
 
 def test_comm_timeouts_come_from_the_environment() -> None:
-    from wrapperkernel.kernel.app import comm_timings_from_environment
+    from wrapperkernel.kernel.app import address_timings_from_environment
 
-    timings = comm_timings_from_environment({
+    timings = address_timings_from_environment({
         "WRAPPERKERNEL_WAIT_FOR_CONNECTION_S": "10",
         "WRAPPERKERNEL_HEARTBEAT_TIMEOUT_S": "0.25",
         "WRAPPERKERNEL_READ_TIMEOUT_S": "not a number",

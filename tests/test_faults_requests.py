@@ -24,13 +24,13 @@ import zmq
 import zmq.asyncio
 from kernel_helpers import REPLY_TIMEOUT_S, KernelConnection, Message, running_kernel
 
-from wrapperkernel.channel import frames
 from wrapperkernel.kernel.kernel import Kernel
 from wrapperkernel.kernel.supervisor import describe_exit
 from wrapperkernel.wire.connection import ConnectionInfo
 from wrapperkernel.wire.session import import_session_class
 from wrapperkernel.wire.transport import Incoming, Transport
-from wrapperkernel.worker.main import READER_CRASHED_EXIT
+from wrapperkernel.workerlink import frames
+from wrapperkernel.workerlink.exits import READER_CRASHED_EXIT
 
 # Content that is valid JSON but not an object, as the bytes that go on the wire.
 NOT_OBJECTS = {"list": b"[]", "string": b'"x"', "number": b"3"}

@@ -13,12 +13,13 @@ import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pytest
+import strategies
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from wrapperkernel.channel import frames, framing
-from wrapperkernel.channel.framing import (
+from wrapperkernel.workerlink import frames, framing
+from wrapperkernel.workerlink.framing import (
     HEADER,
     MAX_FRAME_BYTES,
     FrameDecoder,
@@ -26,15 +27,7 @@ from wrapperkernel.channel.framing import (
     encode,
 )
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=12,
-)
+json_values = strategies.json_values()
 
 
 def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
@@ -69,37 +62,32 @@ def members(union: Any) -> list[type[frames._Frame]]:
 
 
 # A program request's fields depend on its op (checked at the boundary): only valid ones.
-VALID_COMM_REQUESTS = st.one_of(
-    st.builds(frames.CommRequestFrame, request_id=st.text(), op=st.just("start"),
-              value=st.sampled_from([None, True])),
-    st.builds(frames.CommRequestFrame, request_id=st.text(), op=st.just("send"),
-              address=st.text(), value=json_values),
-    st.builds(frames.CommRequestFrame, request_id=st.text(), op=st.just("read"),
-              address=st.text(), value=st.none() | st.floats(min_value=1e-3, max_value=1e6)),
-    st.builds(frames.CommRequestFrame, request_id=st.text(), op=st.just("sync")),
-)
+VALID_READS = st.builds(frames.AddressReadFrame, request_id=st.text(), address=st.text(),
+                        timeout_s=st.none() | st.floats(min_value=1e-3, max_value=1e6))
 
 
 def frame_strategy(model: type[frames._Frame]) -> st.SearchStrategy[frames._Frame]:
-    if model is frames.CommRequestFrame:
-        return VALID_COMM_REQUESTS
+    if model is frames.AddressReadFrame:
+        return VALID_READS
     fields = {name: strategy_for(field.annotation) for name, field in model.model_fields.items()}
     return st.builds(model, **fields)
 
 
-@pytest.mark.parametrize("fields", [
-    {"op": "send"},
-    {"op": "send", "address": None, "value": 1},
-    {"op": "read", "address": None},
-    {"op": "read", "address": "/a", "value": 0},
-    {"op": "read", "address": "/a", "value": True},
-    {"op": "read", "address": "/a", "value": "3"},
-    {"op": "start", "value": False},
-    {"op": "start", "value": 3},
+@pytest.mark.parametrize(("op", "fields"), [
+    ("address_send", {}),
+    ("address_send", {"address": None, "value": 1}),
+    ("address_read", {"address": None}),
+    ("address_read", {"address": "/a", "timeout_s": 0}),
+    ("address_read", {"address": "/a", "timeout_s": True}),
+    ("address_read", {"address": "/a", "timeout_s": "3"}),
+    ("address_start", {"retry": 3}),
+    ("address_start", {"retry": "yes"}),
+    ("address_start", {"address": "/a"}),
+    ("address_sync", {"value": 1}),
 ])
-def test_a_program_request_that_does_not_fit_its_op_is_rejected_at_the_boundary(fields):
-    body = json.dumps({"type": "comm_request", "request_id": "r1", **fields}).encode()
-    with pytest.raises(FramingError, match="comm_request"):
+def test_a_program_request_that_does_not_fit_its_op_is_rejected_at_the_boundary(op, fields):
+    body = json.dumps({"type": op, "request_id": "r1", **fields}).encode()
+    with pytest.raises(FramingError, match=op):
         FrameDecoder(frames.WORKER_TO_KERNEL).parse(body)
 
 

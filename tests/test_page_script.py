@@ -11,8 +11,8 @@ import textwrap
 
 import pytest
 
-from wrapperkernel.comm import page_script
-from wrapperkernel.comm.page_script import render_install_html
+from wrapperkernel.address import page_script
+from wrapperkernel.address.page_script import render_install_html
 
 KERNEL_ID = "0f1e2d3c-aaaa-bbbb-cccc-000000000001"
 # The installer call is the script's last line.

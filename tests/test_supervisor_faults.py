@@ -16,7 +16,7 @@ from kernel_helpers import REPLY_TIMEOUT_S, KernelConnection, running_kernel
 from wrapperkernel.kernel.supervisor import WorkerSupervisor
 
 # A cell that writes one frame to the worker's end of the private channel (the fd after
-# --fd on the worker's command line), framed as docs/worker-channel.md says.
+# --fd on the worker's command line), framed as docs/workerlink.md says.
 WRITE_FRAME = """
 import json, os, struct, sys
 fd = int(sys.argv[sys.argv.index("--fd") + 1])
@@ -33,11 +33,11 @@ def own_kernel(kernel_env: object) -> Iterator[KernelConnection]:
 
 
 @pytest.mark.parametrize("body", [
-    pytest.param({"type": "comm_request", "request_id": "x", "op": "send", "address": None},
+    pytest.param({"type": "address_send", "request_id": "x", "address": None},
                  id="send-without-address"),
-    pytest.param({"type": "comm_request", "request_id": "x", "op": "read", "address": "/a",
-                  "value": -1}, id="read-with-negative-timeout"),
-    pytest.param({"type": "comm_request", "request_id": "x", "op": "start", "value": "yes"},
+    pytest.param({"type": "address_read", "request_id": "x", "address": "/a",
+                  "timeout_s": -1}, id="read-with-negative-timeout"),
+    pytest.param({"type": "address_start", "request_id": "x", "retry": "yes"},
                  id="start-with-a-string"),
 ])
 def test_a_frame_the_kernel_cannot_accept_fails_the_cell_and_the_next_cell_runs(
@@ -50,7 +50,7 @@ def test_a_frame_the_kernel_cannot_accept_fails_the_cell_and_the_next_cell_runs(
     assert broken.status == "error"
     assert broken.content["ename"] == "WorkerDied"
     assert "corrupt frame" in broken.content["evalue"]
-    assert "comm_request" in broken.content["evalue"]
+    assert body["type"] in broken.content["evalue"]
     after = own_kernel.run("print('still here')", timeout=REPLY_TIMEOUT_S)
     assert after.status == "ok"
     assert after.stdout == "still here\n"

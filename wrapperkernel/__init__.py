@@ -4,10 +4,12 @@ The package is split into rooms that mirror the architecture:
 
 - ``wrapperkernel.wire``     the Jupyter wire protocol (connection file, message contents,
                              asyncio zmq transport).
-- ``wrapperkernel.channel``  the private kernel<->worker channel (frames and framing).
-- ``wrapperkernel.kernel``   the kernel process: request handlers, worker supervision,
+- ``wrapperkernel.workerlink`` the private kernel<->worker link (frames and framing).
+- ``wrapperkernel.kernel``   the kernel process: request handlers, worker supervision, the
+                             comm router, the address adapter, the comm-package relay,
                              composition root.
-- ``wrapperkernel.comm``     the address channel core (sans-I/O) and the page script.
+- ``wrapperkernel.address``  the address channel's kernel side: its sans-I/O core, outbox,
+                             page script and defaults.
 - ``wrapperkernel.worker``   the worker process hosting IPython.
 - ``wrapperkernel.comms`` / ``wrapperkernel.widgets``  the user API imported by cells.
 

@@ -59,7 +59,7 @@ def install(args: argparse.Namespace) -> str:
             shutil.copy(source / name, folder / name)
         # Served by Jupyter Server as a kernelspec resource: a widget output restored
         # after a page reload loads the page client from there (widgets/page.js).
-        from wrapperkernel.comm.page_script import JS_FILE_NAME, js_path
+        from wrapperkernel.address.page_script import JS_FILE_NAME, js_path
 
         shutil.copy(js_path(), folder / JS_FILE_NAME)
         (folder / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")

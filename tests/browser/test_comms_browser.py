@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.browser
 
-INSTALLER_NAME = "wrapperkernel_comm_install"  # wrapperkernel.comm.page_script.INSTALLER_NAME
+INSTALLER_NAME = "wrapperkernel_comm_install"  # wrapperkernel.address.page_script.INSTALLER_NAME
 COUNTER_LIMIT = 20
 CLICKS = 3
 # Cells that exchange values: start-up (up to 3 s without a page) plus the exchange.

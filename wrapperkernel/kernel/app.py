@@ -37,17 +37,17 @@ TIMING_VARIABLES = {
 }
 
 
-def comm_timings_from_environment(environ: dict[str, str]) -> object:
+def address_timings_from_environment(environ: dict[str, str]) -> object:
     """The address channel's timeouts, each overridable by an environment variable
     (set them in the kernelspec's ``env``); a value that is not a positive number is
     reported and ignored."""
-    from wrapperkernel.comm.core import CommTimings
+    from wrapperkernel.address.core import AddressTimings
 
-    return CommTimings(**comm_timing_overrides(environ))
+    return AddressTimings(**address_timing_overrides(environ))
 
 
-def comm_timing_overrides(environ: dict[str, str]) -> dict[str, float]:
-    """The ``CommTimings`` fields the environment sets (see comm_timings_from_environment)."""
+def address_timing_overrides(environ: dict[str, str]) -> dict[str, float]:
+    """The ``AddressTimings`` fields the environment sets (see address_timings_from_environment)."""
     overrides: dict[str, float] = {}
     for variable, field in TIMING_VARIABLES.items():
         text = environ.get(variable)
@@ -116,35 +116,39 @@ async def serve(connection_file: str) -> int:
     # Now the worker: started earlier, it would compete for the CPU with the imports
     # above on a two-core machine and delay the first answer. Its widgets carry the page
     # client's install config, to install it themselves in a reloaded page.
-    # (The comm core is imported after the spawn: it takes about 10 ms.)
+    # (The address core is imported after the spawn: it takes about 10 ms.)
     import json
 
-    from wrapperkernel.comm.defaults import HEARTBEAT_TIMEOUT_S
-    from wrapperkernel.comm.page_script import WORKER_ENV, install_config
+    from wrapperkernel.address.defaults import HEARTBEAT_TIMEOUT_S
+    from wrapperkernel.address.page_script import WORKER_ENV, install_config
 
     kernel_id = kernel_id_from_connection_file(connection_file)
-    overrides = comm_timing_overrides(dict(os.environ))
+    overrides = address_timing_overrides(dict(os.environ))
     debug = os.environ.get("WRAPPERKERNEL_COMM_DEBUG", "") not in ("", "0")
     client = install_config(kernel_id, debug=debug, heartbeat_timeout_s=overrides.get(
         "heartbeat_timeout_s", HEARTBEAT_TIMEOUT_S))
     supervisor.env = {**os.environ, WORKER_ENV: json.dumps(client)}
     await supervisor.start()
 
-    # The rest of the kernel: request handlers, frames, the comm machinery.
-    from wrapperkernel.comm.core import CommTimings
-    from wrapperkernel.kernel.comm_relay import CommRelay
+    # The rest of the kernel: request handlers, the comm router, the address channel.
+    from wrapperkernel.address.core import AddressTimings
+    from wrapperkernel.kernel.address_adapter import AddressAdapter
+    from wrapperkernel.kernel.comm_router import CommRouter
     from wrapperkernel.kernel.kernel import Kernel, install_interrupt_handler
+    from wrapperkernel.kernel.relay import KernelRelay
 
     kernel = Kernel(transport, supervisor)
     kernel_ref.append(kernel)
-    kernel.comms = CommRelay(
+    address = AddressAdapter(
         transport,
         supervisor,
         kernel_id=kernel_id,
         current_parent=kernel.current_parent,
-        timings=CommTimings(**overrides),
+        timings=AddressTimings(**overrides),
         debug=debug,
     )
+    kernel.comm_router = CommRouter(address, KernelRelay(transport, supervisor,
+                                                        kernel.current_parent))
     for frame in early_frames:
         kernel.on_worker_frame(frame)
     early_frames.clear()

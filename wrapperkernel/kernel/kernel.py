@@ -22,10 +22,10 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
-from wrapperkernel.channel import frames
 from wrapperkernel.kernel.info import kernel_info_content
 from wrapperkernel.wire import messages as m
 from wrapperkernel.wire.transport import Incoming, Transport
+from wrapperkernel.workerlink import frames
 
 log = logging.getLogger("wrapperkernel.kernel")
 
@@ -51,7 +51,7 @@ class Kernel:
         self.next_execution_count = 1
         self.shutdown_event = asyncio.Event()
         self.restart_requested = False
-        self.comms: Any = None  # the comm relay; set by the composition root
+        self.comm_router: Any = None  # routes comm traffic; set by the composition root
         self.last_execute_header: dict[str, Any] = {}
         # The dispatch table: only these message types reach a handler.
         self.handlers = {
@@ -115,7 +115,7 @@ class Kernel:
             self._start_next()
             return
         handler = self.handlers.get(msg_type)
-        quiet = self.comms is not None and self.comms.is_quiet(request)
+        quiet = self.comm_router is not None and self.comm_router.is_quiet(request)
         if not quiet:
             self._status("busy", request)
         try:
@@ -184,7 +184,7 @@ class Kernel:
     async def on_comm_info_request(self, request: Incoming) -> None:
         query = m.parse(m.CommInfoRequest, request.content)
         target = query.target_name or query.target
-        comms = self.comms.open_comms() if self.comms else {}
+        comms = self.comm_router.open_comms() if self.comm_router else {}
         if target:
             comms = {cid: info for cid, info in comms.items() if info["target_name"] == target}
         self._reply(request, {"status": "ok", "comms": comms})
@@ -221,8 +221,8 @@ class Kernel:
         await self._comm(request, "close")
 
     async def _comm(self, request: Incoming, kind: str) -> None:
-        if self.comms is not None:
-            self.comms.on_page_message(request, kind)
+        if self.comm_router is not None:
+            self.comm_router.on_page_message(request, kind)
             return
         if kind == "open":
             # No target is registered: tell the frontend the comm is closed (messaging spec, "Opening a Comm").
@@ -346,11 +346,11 @@ class Kernel:
         if kind == "ready":
             log.info("worker %s ready (IPython %s)", frame.pid, frame.ipython_version)
             return
-        if kind.startswith("comm_") or kind == "relay_comm":
-            if self.comms is not None:
-                self.comms.on_worker_frame(frame)
+        if kind.startswith("address_") or kind == "relay_comm":
+            if self.comm_router is not None:
+                self.comm_router.on_worker_frame(frame)
             else:
-                log.warning("comm frame %s but no comm relay", kind)
+                log.warning("comm frame %s but no comm router", kind)
             return
         parent = self.parents.get(getattr(frame, "req", ""), {})
         publish = self.transport.publish
@@ -398,8 +398,8 @@ class Kernel:
         """The worker is gone; the running request fails with a sentence saying why."""
         log.error("%s; starting a new worker", reason)
         self.next_execution_count = 1
-        if self.comms is not None:
-            self.comms.on_worker_restarted()
+        if self.comm_router is not None:
+            self.comm_router.on_worker_restarted()
         job = self.current
         if job is None or job.finished:
             return

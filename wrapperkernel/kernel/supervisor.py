@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from wrapperkernel.channel import frames
+    from wrapperkernel.workerlink import frames
 
 log = logging.getLogger("wrapperkernel.supervisor")
 
@@ -40,8 +40,7 @@ def describe_exit(returncode: int | None) -> str:
         except ValueError:
             name = f"signal {number}"
         return f"the worker process was killed by signal {number} ({name})"
-    # Imported here: the kernel reads the worker's constant only when a worker has exited.
-    from wrapperkernel.worker.main import READER_CRASHED_EXIT
+    from wrapperkernel.workerlink.exits import READER_CRASHED_EXIT
 
     if returncode == READER_CRASHED_EXIT:
         return (f"the worker process exited with code {returncode}: its reader thread "
@@ -103,7 +102,7 @@ class WorkerSupervisor:
     def send(self, frame: frames._Frame) -> None:
         """Queue ``frame`` for the worker: written at the end of this turn of the event
         loop, or by ``flush``. A dead worker's frames are discarded by restart."""
-        from wrapperkernel.channel.framing import encode
+        from wrapperkernel.workerlink.framing import encode
 
         self._pending.append(encode(frame))
         if self._flush_handle is None:
@@ -132,8 +131,8 @@ class WorkerSupervisor:
     ) -> None:
         # Imported here, not at the top: the kernel answers kernel_info before it pays
         # for the pydantic models (see app.py).
-        from wrapperkernel.channel import frames
-        from wrapperkernel.channel.framing import FrameDecoder, FramingError
+        from wrapperkernel.workerlink import frames
+        from wrapperkernel.workerlink.framing import FrameDecoder, FramingError
 
         decoder: FrameDecoder[frames.WorkerToKernel] = FrameDecoder(frames.WORKER_TO_KERNEL)
         reason = ""
@@ -178,7 +177,7 @@ class WorkerSupervisor:
         process = self._process
         if process is None or process.returncode is not None:
             return
-        from wrapperkernel.channel.frames import ShutdownFrame
+        from wrapperkernel.workerlink.frames import ShutdownFrame
 
         self.send(ShutdownFrame())
         self.flush()

@@ -30,12 +30,12 @@ import os
 import sys
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from wrapperkernel import comms
+from wrapperkernel.comms_base import report_callback_error
 from wrapperkernel.widgets import _html
 from wrapperkernel.widgets._host import WidgetHost
 
@@ -371,18 +371,14 @@ class Control(Widget):
             changes = list(self._changes)
         self._schedule()
         for iterator in changes:
-            iterator._deliver(value)
+            iterator.put(value)
         for callback in observers:
             try:
                 self._call_observer(callback, value)
             except Exception as error:  # noqa: BLE001 - one failing observer must not stop the rest
-                tb = error.__traceback__.tb_next if error.__traceback__ is not None else None
-                text = "".join(traceback.format_exception(type(error), error, tb))
-                sys.stderr.write(
+                report_callback_error(
                     f"wrapperkernel.widgets: the observer {callback!r} of {self!r} raised; "
-                    f"later values are still delivered.\n{text}"
-                )
-                sys.stderr.flush()
+                    "later values are still delivered.", error)
 
     def _call_observer(self, callback: Observer, value: Any) -> None:
         callback(value)
@@ -430,7 +426,7 @@ def _note(text: str) -> None:
 @functools.cache
 def _page_client_config() -> dict[str, Any] | None:
     """The page client's install config, from the kernel (None outside a worker)."""
-    from wrapperkernel.comm.page_script import WORKER_ENV
+    from wrapperkernel.address.page_script import WORKER_ENV
 
     text = os.environ.get(WORKER_ENV)
     if not text:

@@ -21,11 +21,11 @@ the lock, or let a failing re-render stop the thread.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-import traceback
 from typing import TYPE_CHECKING, Any
+
+from wrapperkernel.comms_base import report_callback_error
 
 if TYPE_CHECKING:
     from wrapperkernel.widgets._base import Widget
@@ -112,8 +112,6 @@ def _rerender(widget: Widget) -> None:
     try:
         widget._rerender()
     except Exception as error:  # noqa: BLE001 - the one catch-all of the re-render loop
-        tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        sys.stderr.write(
+        report_callback_error(
             f"wrapperkernel.widgets: re-rendering {widget!r} failed; the saved notebook may "
-            f"show an older value.\n{tb}"
-        )
+            "show an older value.", error, own_frames=0)

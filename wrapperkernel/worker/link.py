@@ -11,8 +11,8 @@ import socket
 import threading
 from collections.abc import Iterator
 
-from wrapperkernel.channel import frames
-from wrapperkernel.channel.framing import FrameDecoder, encode
+from wrapperkernel.workerlink import frames
+from wrapperkernel.workerlink.framing import FrameDecoder, encode
 
 RECV_CHUNK_BYTES = 256 * 1024
 

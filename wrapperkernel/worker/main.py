@@ -26,9 +26,10 @@ import threading
 import traceback
 from typing import Any
 
-from wrapperkernel.channel import frames
 from wrapperkernel.worker.link import KernelGone, Link
 from wrapperkernel.worker.output import CapturedStream, FdCapture, OutputBuffer
+from wrapperkernel.workerlink import frames
+from wrapperkernel.workerlink.exits import READER_CRASHED_EXIT
 
 PR_SET_PDEATHSIG = 1
 # How long a cell waits for comm messages that arrived before it to be handled; a
@@ -39,11 +40,6 @@ COMM_BARRIER_WAIT_S = 1.0
 # spins in pure Python. A shorter interval costs nothing while those threads sleep, and
 # two CPU-bound threads ran no slower with 0.1 ms than with 5 ms here.
 SWITCH_INTERVAL_S = float(os.environ.get("WRAPPERKERNEL_SWITCH_INTERVAL_S", "0.0001"))
-# The worker's exit status when its reader thread crashed (a bug in wrapperkernel, not in
-# the cell): without a reader nothing reaches the worker any more. 70 is EX_SOFTWARE of
-# sysexits.h, "internal software error"; the kernel's error reply names it
-# (supervisor.describe_exit). Exit status 0 stays "the kernel went away".
-READER_CRASHED_EXIT = 70
 
 
 class InputReplyError(RuntimeError):
@@ -110,17 +106,17 @@ class Worker:
         getpass.getpass = self._getpass  # type: ignore[assignment]
         signal.signal(signal.SIGINT, self._on_sigint)
 
-        from wrapperkernel.worker.comms_runtime import CommsRuntime
+        from wrapperkernel.worker.address_runtime import AddressRuntime
 
-        self.comms = CommsRuntime(self.link.send, log=self.log,
-                                  send_encoded=self.link.send_encoded)
-        self.comms.install(self.shell)
+        self.address = AddressRuntime(self.link.send, log=self.log,
+                                      send_encoded=self.link.send_encoded)
+        self.address.install(self.shell)
         # Values a cell sent reach the kernel before its reply does.
-        self.context.drains.append(self.comms.flush)
-        from wrapperkernel.worker.comm_bridge import CommBridge
+        self.context.drains.append(self.address.flush)
+        from wrapperkernel.worker.relay import WorkerRelay
 
-        self.comm_bridge = CommBridge(self.link.send, self.comms.run_on_dispatcher)
-        self.comm_bridge.install()
+        self.relay = WorkerRelay(self.link.send, self.address.run_on_dispatcher)
+        self.relay.install()
 
         threading.Thread(target=self._read, name="kernel-reader", daemon=True).start()
         self.link.send(frames.ReadyFrame(pid=os.getpid(), ipython_version=ipython_version))
@@ -156,12 +152,11 @@ class Worker:
     def _route(self, frame: frames.KernelToWorker) -> None:
         if isinstance(frame, frames.InputReplyFrame):
             self.input_replies.put(frame)
-        elif isinstance(
-            frame, (frames.CommValueFrame, frames.CommReplyFrame, frames.CommReadRequestFrame)
-        ):
-            self.comms.on_frame(frame)
+        elif isinstance(frame, (frames.AddressValueFrame, frames.AddressReplyFrame,
+                                frames.AddressReadRequestFrame)):
+            self.address.on_frame(frame)
         elif isinstance(frame, frames.RelayCommFrame):
-            self.comm_bridge.on_frame(frame)
+            self.relay.on_frame(frame)
         elif isinstance(frame, frames.ShutdownFrame):
             self.context.flush_output()
             os._exit(0)
@@ -169,7 +164,7 @@ class Worker:
             # Comm messages that arrived before this cell are handled before it runs, as
             # in a kernel that handles everything in order: the cell waits (briefly,
             # bounded) until the dispatcher passed this point.
-            handled = self.comms.barrier()
+            handled = self.address.barrier()
             if handled is not None:
                 self.barriers[frame.req] = handled
             self.jobs.put(frame)

@@ -18,7 +18,7 @@ import select
 import threading
 from collections.abc import Callable
 
-from wrapperkernel.channel.frames import StreamFrame
+from wrapperkernel.workerlink.frames import StreamFrame
 
 FLUSH_BYTES = 64 * 1024
 # Long enough to coalesce a burst of prints, short enough that a human sees output as live.

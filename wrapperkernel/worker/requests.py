@@ -9,8 +9,8 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from wrapperkernel.channel import frames
 from wrapperkernel.worker.shell import CellContext, DebuggerInterrupted, WorkerShell
+from wrapperkernel.workerlink import frames
 
 
 class RequestRunner:

@@ -26,8 +26,8 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Any as AnyTrait
 from traitlets import Type
 
-from wrapperkernel.channel import frames
 from wrapperkernel.worker.output import OutputBuffer
+from wrapperkernel.workerlink import frames
 
 # Where debuggers live: their frames are cut from the traceback of an interrupt at their
 # prompt, which then ends at the user's line the debugger stopped on.

@@ -1,7 +1,7 @@
 """The worker's comms runtime and the ``wrapperkernel.comms`` API, against a fake kernel.
 
 The fake kernel captures every frame the runtime sends and answers each
-``CommRequestFrame`` and ``CommSendManyFrame`` (a batch of ``send`` calls) from its own
+the request frames (``AddressStartFrame`` ... ``AddressSendManyFrame``) (a batch of ``send`` calls) from its own
 thread, as the worker's reader thread would, by calling ``runtime.on_frame``. What it
 answers is set per test, per op (``send_many`` for batches).
 """
@@ -22,38 +22,56 @@ from typing import Any
 
 import IPython
 import pytest
+import strategies
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wrapperkernel import comms
-from wrapperkernel.channel import frames
-from wrapperkernel.channel.framing import encode
+from wrapperkernel import comms, comms_base
 from wrapperkernel.comms import CommsError, Listener
-from wrapperkernel.worker.comms_runtime import CommsRuntime
+from wrapperkernel.worker.address_runtime import AddressRuntime
+from wrapperkernel.workerlink import frames
+from wrapperkernel.workerlink.framing import encode
 
 NO_PAGE = "No page connected to the wrapperkernel comm channel within 3 s. Open the notebook."
 WAIT_S = 5.0  # bound on every wait in these tests, so a bug fails instead of hanging
 
-Request = frames.CommRequestFrame | frames.CommSendManyFrame
-Answer = Callable[[Request], "frames.CommReplyFrame | None"]
+Request = frames.AddressRequestFrame
+REQUEST_FRAMES = (frames.AddressStartFrame, frames.AddressSendFrame, frames.AddressReadFrame,
+                  frames.AddressSyncFrame, frames.AddressSendManyFrame)
+OPS = {frames.AddressStartFrame: "start", frames.AddressSendFrame: "send",
+       frames.AddressReadFrame: "read", frames.AddressSyncFrame: "sync",
+       frames.AddressSendManyFrame: "send_many"}
+Answer = Callable[[Request], "frames.AddressReplyFrame | None"]
 
 
-def ok(request: Request, value: Any = None) -> frames.CommReplyFrame:
-    return frames.CommReplyFrame(request_id=request.request_id, ok=True, value=value)
+def ok(request: Request, value: Any = None) -> frames.AddressReplyFrame:
+    return frames.AddressReplyFrame(request_id=request.request_id, ok=True, value=value)
 
 
-def error(request: Request, text: str) -> frames.CommReplyFrame:
-    return frames.CommReplyFrame(request_id=request.request_id, ok=False, error=text)
+def error(request: Request, text: str) -> frames.AddressReplyFrame:
+    return frames.AddressReplyFrame(request_id=request.request_id, ok=False, error=text)
 
 
 def op_of(request: Request) -> str:
-    return "send_many" if isinstance(request, frames.CommSendManyFrame) else request.op
+    return OPS[type(request)]
+
+
+def fields_of(request: Request) -> tuple[str, str | None, Any]:
+    """(op, address, value) of a single request: a start's value says whether it was an
+    explicit retry (True) or implicit (None); a read's is its timeout."""
+    if isinstance(request, frames.AddressStartFrame):
+        return "start", None, True if request.retry else None
+    if isinstance(request, frames.AddressReadFrame):
+        return "read", request.address, request.timeout_s
+    if isinstance(request, frames.AddressSendFrame):
+        return "send", request.address, request.value
+    return op_of(request), None, None
 
 
 def over_the_wire(frame: frames._Frame) -> Any:
     """The frame as the other side decodes it from the byte stream."""
     body = encode(frame)[4:]
-    if isinstance(frame, (frames.CommValueFrame, frames.CommReplyFrame)):
+    if isinstance(frame, (frames.AddressValueFrame, frames.AddressReplyFrame)):
         return frames.KERNEL_TO_WORKER.validate_json(body)
     return frames.WORKER_TO_KERNEL.validate_json(body)
 
@@ -70,7 +88,7 @@ class FakeKernel:
         self.answered = threading.Semaphore(0)  # released once per request handled
         self._inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self.runtime = CommsRuntime(self.send, log=self.logs.append, reply_wait_s=reply_wait_s)
+        self.runtime = AddressRuntime(self.send, log=self.logs.append, reply_wait_s=reply_wait_s)
         self._thread = threading.Thread(target=self._serve, name="fake-kernel", daemon=True)
         self._thread.start()
 
@@ -79,7 +97,7 @@ class FakeKernel:
         assert wire == frame
         with self._lock:
             self.frames.append(frame)
-        if isinstance(frame, (frames.CommRequestFrame, frames.CommSendManyFrame)):
+        if isinstance(frame, REQUEST_FRAMES):
             self._inbox.put(frame)
 
     def _serve(self) -> None:
@@ -98,7 +116,7 @@ class FakeKernel:
             return [
                 f
                 for f in self.frames
-                if isinstance(f, (frames.CommRequestFrame, frames.CommSendManyFrame))
+                if isinstance(f, REQUEST_FRAMES)
                 and (op is None or op_of(f) == op)
             ]
 
@@ -111,7 +129,7 @@ class FakeKernel:
             return [
                 (f.address, f.subscribed)
                 for f in self.frames
-                if isinstance(f, frames.CommSubscriptionFrame)
+                if isinstance(f, frames.AddressSubscriptionFrame)
             ]
 
     def stop(self) -> None:
@@ -120,9 +138,11 @@ class FakeKernel:
 
 
 @pytest.fixture(autouse=True)
-def no_installed_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_installed_runtime() -> Iterator[None]:
     """A runtime installed by one test must not answer ``comms`` calls in the next."""
-    monkeypatch.setattr(comms, "_installed", None)
+    comms_base.uninstall_backend()
+    yield
+    comms_base.uninstall_backend()
 
 
 @pytest.fixture
@@ -140,8 +160,8 @@ def started(kernel: FakeKernel) -> FakeKernel:
     return kernel
 
 
-def value_frame(address: str, value: Any) -> frames.CommValueFrame:
-    return over_the_wire(frames.CommValueFrame(address=address, value=value))
+def value_frame(address: str, value: Any) -> frames.AddressValueFrame:
+    return over_the_wire(frames.AddressValueFrame(address=address, value=value))
 
 
 def wait_until(predicate: Callable[[], bool]) -> None:
@@ -157,7 +177,7 @@ def wait_until(predicate: Callable[[], bool]) -> None:
 def test_start_ok_sends_one_start_request_and_marks_connected(kernel: FakeKernel) -> None:
     assert not kernel.runtime.connected
     kernel.runtime.start()
-    assert [(r.op, r.address, r.value) for r in kernel.requests()] == [("start", None, True)]
+    assert [fields_of(r) for r in kernel.requests()] == [("start", None, True)]
     assert kernel.runtime.connected
     kernel.runtime.send("/a", 1)
     kernel.runtime.flush()
@@ -193,7 +213,7 @@ def test_start_without_an_answer_ends_in_a_bounded_error(kernel: FakeKernel) -> 
 
 
 def test_a_late_reply_to_an_abandoned_request_is_logged_not_misread(kernel: FakeKernel) -> None:
-    held: list[frames.CommRequestFrame] = []
+    held: list[Request] = []
     kernel.answers["start"] = lambda r: held.append(r)  # type: ignore[func-returns-value]
     with pytest.raises(CommsError):
         kernel.runtime.start(timeout_s=0.05)
@@ -418,10 +438,10 @@ def test_subscription_frames_only_for_the_first_and_last_subscriber(started: Fak
 def test_subscribe_starts_the_channel_first(kernel: FakeKernel) -> None:
     kernel.runtime.subscribe("/a", lambda a, v: None)
     assert [type(f).__name__ for f in kernel.frames] == [
-        "CommRequestFrame",
-        "CommSubscriptionFrame",
+        "AddressStartFrame",
+        "AddressSubscriptionFrame",
     ]
-    assert kernel.requests()[0].op == "start"
+    assert op_of(kernel.requests()[0]) == "start"
 
 
 def test_a_failed_start_registers_no_subscription(kernel: FakeKernel) -> None:
@@ -631,7 +651,7 @@ def test_read_value_returns_the_pages_value(started: FakeKernel, page_value: Any
     started.answers["read"] = lambda r: ok(r, page_value)
     assert started.runtime.read_value("/slider", timeout=1.5) == page_value
     [read] = started.requests("read")
-    assert (read.address, read.value) == ("/slider", 1.5)
+    assert (read.address, read.timeout_s) == ("/slider", 1.5)
 
 
 def test_read_value_error_is_raised(started: FakeKernel) -> None:
@@ -648,12 +668,12 @@ def test_read_value_error_is_raised(started: FakeKernel) -> None:
 def test_read_value_starts_the_channel_first(kernel: FakeKernel) -> None:
     kernel.answers["read"] = lambda r: ok(r, 7)
     assert kernel.runtime.read_value("/a") == 7
-    assert [r.op for r in kernel.requests()] == ["start", "read"]
+    assert [op_of(r) for r in kernel.requests()] == ["start", "read"]
 
 
 def test_sync_ok_and_error(started: FakeKernel) -> None:
     started.runtime.sync()
-    assert [r.op for r in started.requests()] == ["sync"]
+    assert [op_of(r) for r in started.requests()] == ["sync"]
     started.answers["sync"] = lambda r: error(r, NO_PAGE)
     with pytest.raises(CommsError, match="No page connected"):
         started.runtime.sync()
@@ -682,9 +702,9 @@ def test_a_sync_failed_with_the_sends_before_it_says_how_many_values_were_lost(
     held: queue.SimpleQueue[Request] = queue.SimpleQueue()
     started.answers["send_many"] = lambda r: held.put(r)  # type: ignore[func-returns-value]
 
-    def fail_everything(sync: Request) -> frames.CommReplyFrame:
+    def fail_everything(sync: Request) -> frames.AddressReplyFrame:
         batch = held.get(timeout=WAIT_S)
-        started.runtime.on_frame(over_the_wire(frames.CommReplyFrame(
+        started.runtime.on_frame(over_the_wire(frames.AddressReplyFrame(
             request_id=batch.request_id, ok=False, value=3, error=NO_PAGE)))
         return error(sync, NO_PAGE)
 
@@ -705,7 +725,7 @@ def test_a_page_read_request_is_answered_with_the_last_value_sent(
 ) -> None:
     started.runtime.send("/v", "older")
     started.runtime.send("/v", value)
-    started.runtime.on_frame(frames.CommReadRequestFrame(address="/v"))
+    started.runtime.on_frame(frames.AddressReadRequestFrame(address="/v"))
     answer = started.requests("send")[-1]
     assert (answer.address, answer.value) == ("/v", value)
     assert type(answer.value) is type(value)
@@ -718,7 +738,7 @@ def test_a_page_read_request_is_answered_with_the_last_value_received(
     started.runtime.send("/v", "sent first")
     started.runtime.listen("/v")
     started.runtime.on_frame(value_frame("/v", value))
-    started.runtime.on_frame(frames.CommReadRequestFrame(address="/v"))
+    started.runtime.on_frame(frames.AddressReadRequestFrame(address="/v"))
     answer = started.requests("send")[-1]
     assert (answer.address, answer.value) == ("/v", value)
     assert type(answer.value) is type(value)
@@ -728,12 +748,12 @@ def test_the_answer_is_a_snapshot_of_the_value_when_sent(started: FakeKernel) ->
     points = [1, 2]
     started.runtime.send("/p", points)
     points.append(3)
-    started.runtime.on_frame(frames.CommReadRequestFrame(address="/p"))
+    started.runtime.on_frame(frames.AddressReadRequestFrame(address="/p"))
     assert started.requests("send")[-1].value == [1, 2]
 
 
 def test_a_read_request_for_an_unknown_value_is_logged_not_answered(started: FakeKernel) -> None:
-    started.runtime.on_frame(frames.CommReadRequestFrame(address="/unknown"))
+    started.runtime.on_frame(frames.AddressReadRequestFrame(address="/unknown"))
     assert started.requests() == []
     assert any("'/unknown'" in line and "not answered" in line for line in started.logs)
 
@@ -743,7 +763,7 @@ def test_a_failed_answer_is_logged_not_raised_at_the_user(started: FakeKernel) -
     started.runtime.flush()
     started.wait_answered(1)
     started.answers["send"] = lambda r: error(r, "page gone")
-    started.runtime.on_frame(frames.CommReadRequestFrame(address="/v"))
+    started.runtime.on_frame(frames.AddressReadRequestFrame(address="/v"))
     started.wait_answered(1)
     started.answers["send"] = ok
     started.runtime.send("/v", 2)  # nothing raised
@@ -752,17 +772,7 @@ def test_a_failed_answer_is_logged_not_raised_at_the_user(started: FakeKernel) -
 
 # ---------------------------------------------------------------------- JSON values
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
-    ),
-    max_leaves=20,
-)
+json_values = strategies.json_values(keys=st.text(max_size=8), max_size=5, max_leaves=20)
 
 
 def same_json(a: Any, b: Any) -> bool:
@@ -783,7 +793,7 @@ def test_json_values_round_trip_unchanged(value: Any) -> None:
         listener = runtime.listen("/json")
         runtime.on_frame(value_frame("/json", value))
         assert same_json(listener.get(timeout=WAIT_S), value)
-        runtime.on_frame(frames.CommReadRequestFrame(address="/json"))
+        runtime.on_frame(frames.AddressReadRequestFrame(address="/json"))
         assert same_json(fake.requests("send")[-1].value, value)
         got: queue.SimpleQueue[Any] = queue.SimpleQueue()
         runtime.subscribe("/json", lambda a, v: got.put(v))
@@ -840,7 +850,7 @@ def test_comms_module_uses_the_shells_runtime(
     assert comms.read_value("/a", timeout=2) is False
     comms.sync()
     assert [
-        (r.op, r.address, r.value) if isinstance(r, frames.CommRequestFrame)
+        fields_of(r) if not isinstance(r, frames.AddressSendManyFrame)
         else [item[:2] for item in r.items]
         for r in kernel.requests()
     ] == [
@@ -861,7 +871,7 @@ def test_widgets_magic_in_a_real_shell(kernel: FakeKernel) -> None:
     try:
         kernel.runtime.install(shell)
         assert shell.run_line_magic("widgets", "") is None
-        assert [r.op for r in kernel.requests()] == ["start"]
+        assert [op_of(r) for r in kernel.requests()] == ["start"]
         kernel.answers["start"] = lambda r: error(r, NO_PAGE)
         with pytest.raises(CommsError, match="No page connected"):
             shell.run_line_magic("widgets", "")

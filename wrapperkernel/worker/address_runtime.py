@@ -2,7 +2,7 @@
 
 Owns, for one worker process: the program's requests to the kernel (``CommRequestFrame``)
 and the waits for their replies; the subscriptions (callbacks and listeners) and the
-``CommSubscriptionFrame`` that tells the kernel which addresses to forward; the one
+``AddressSubscriptionFrame`` that tells the kernel which addresses to forward; the one
 dispatcher thread that runs callbacks; and the program's latest value per address, used
 to answer the page's read requests. The kernel's comm core decides everything about the
 page connection (DESIGN.md, "The address channel"); this runtime only asks and waits.
@@ -40,16 +40,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from wrapperkernel import comms as comms_module
-from wrapperkernel.channel import frames
-from wrapperkernel.channel.framing import encode_body
-from wrapperkernel.comms import CommsError, Listener, _check_wait
+from wrapperkernel.address.defaults import READ_TIMEOUT_S
+from wrapperkernel.comms_base import (
+    CommsError,
+    Listener,
+    check_address,
+    check_wait,
+    install_backend,
+    report_callback_error,
+)
+from wrapperkernel.workerlink import frames
+from wrapperkernel.workerlink.framing import encode_body
 
 # How long a blocking request waits for the kernel's reply when the caller gives no bound.
 # The kernel itself answers a start within WAIT_FOR_CONNECTION_S (3 s) plus a heartbeat,
 # so hitting this means the kernel is stuck, not that no page is open.
 REPLY_WAIT_S = 10.0
-PRIVATE_PREFIX = "#"
 # Sends are batched. A value sent after a pause longer than BURST_GAP_S goes to the
 # kernel at once, by the calling thread. One sent sooner (a loop) joins a batch, which
 # the calling thread hands over once it holds BATCH_ITEMS values or BATCH_BYTES, and
@@ -105,7 +111,7 @@ class _Latest(NamedTuple):
 
 @dataclass(slots=True)
 class _Waiter:
-    """One blocking request waiting for its ``CommReplyFrame``."""
+    """One blocking request waiting for its ``AddressReplyFrame``."""
 
     done: threading.Event
     ok: bool = False
@@ -130,7 +136,7 @@ class _Subscription:
     callback: Callback
 
 
-class CommsRuntime:
+class AddressRuntime:
     """The program side of the address channel in one worker process.
 
     ``send`` writes one frame to the kernel (thread-safe); ``send_encoded`` writes bytes
@@ -203,7 +209,7 @@ class CommsRuntime:
     def install(self, shell: Any) -> None:
         """Make this runtime the one ``wrapperkernel.comms`` finds, and add ``%widgets``."""
         shell.wrapperkernel_comms = self
-        comms_module._installed = self
+        install_backend(self)
 
         def widgets(line: str = "") -> None:
             """Install the wrapperkernel page client now (see wrapperkernel.comms.start)."""
@@ -223,7 +229,7 @@ class CommsRuntime:
         self._start(timeout_s, retry=True)
 
     def send(self, address: str, value: Any) -> None:
-        _check_address(address)
+        check_address(address)
         json_text = _json_text(address, value)
         self._raise_send_error()
         if not self._connected:
@@ -259,7 +265,7 @@ class CommsRuntime:
             self._flush_locked()
 
     def subscribe(self, address: str, callback: Callback) -> int:
-        _check_address(address)
+        check_address(address)
         if not callable(callback):
             raise TypeError(
                 f"callback must be callable as callback(address, value), got {callback!r}"
@@ -296,7 +302,7 @@ class CommsRuntime:
         return True
 
     def listen(self, address: str, latest_only: bool = False) -> Listener:
-        _check_address(address)
+        check_address(address)
         self._raise_send_error()
         if not self._connected:
             self._start(None)
@@ -306,22 +312,25 @@ class CommsRuntime:
         )
         return listener
 
-    def read_value(self, address: str, timeout: float = 3.0) -> Any:
-        _check_address(address)
-        timeout_s = _check_wait(timeout, "timeout")
+    def read_value(self, address: str, timeout: float = READ_TIMEOUT_S) -> Any:
+        check_address(address)
+        timeout_s = check_wait(timeout, "timeout")
         self._raise_send_error()
         if not self._connected:
             self._start(None)
         # The kernel bounds the read by ``timeout``; the margin covers a reconnect.
         return self._request(
-            "read", address=address, value=timeout_s, wait_s=timeout_s + self._reply_wait_s
+            "read", wait_s=timeout_s + self._reply_wait_s,
+            frame=lambda request_id: frames.AddressReadFrame(
+                request_id=request_id, address=address, timeout_s=timeout_s),
         )
 
     def sync(self, timeout_s: float | None = None) -> None:
         self._raise_send_error()
-        wait_s = self._reply_wait_s if timeout_s is None else _check_wait(timeout_s, "timeout_s")
+        wait_s = self._reply_wait_s if timeout_s is None else check_wait(timeout_s, "timeout_s")
         try:
-            self._request("sync", wait_s=wait_s)
+            self._request("sync", wait_s=wait_s,
+                          frame=lambda request_id: frames.AddressSyncFrame(request_id=request_id))
         except CommsError as error:
             # The same lost connection: report it once, with the count of values lost
             # (the kernel answers the sends before the sync behind them).
@@ -372,16 +381,16 @@ class CommsRuntime:
 
     def on_frame(self, frame: frames._Frame) -> None:
         """Route one frame from the kernel. Runs on the reader thread; never blocks long."""
-        if isinstance(frame, frames.CommReplyFrame):
+        if isinstance(frame, frames.AddressReplyFrame):
             self._on_reply(frame)
-        elif isinstance(frame, frames.CommValueFrame):
+        elif isinstance(frame, frames.AddressValueFrame):
             self._on_value(frame.address, frame.value)
-        elif isinstance(frame, frames.CommReadRequestFrame):
+        elif isinstance(frame, frames.AddressReadRequestFrame):
             self._on_read_request(frame.address)
         else:
             self._log(f"comms runtime ignored a {type(frame).__name__}: not a comm frame")
 
-    def _on_reply(self, frame: frames.CommReplyFrame) -> None:
+    def _on_reply(self, frame: frames.AddressReplyFrame) -> None:
         if not frame.request_id.startswith(self._id_prefix):
             # Sends of the program this worker replaced, answered after the restart.
             return
@@ -426,7 +435,7 @@ class CommsRuntime:
             listeners = list(self._listeners.get(address, ()))
             ids = tuple(self._callback_ids.get(address, ()))
         for listener in listeners:
-            listener._deliver(value)
+            listener.put(value)
         if ids:
             self._deliver((address, value, ids))
         elif not listeners:
@@ -459,7 +468,7 @@ class CommsRuntime:
 
     def run_on_dispatcher(self, job: Callable[[], None]) -> None:
         """Run ``job`` on the dispatcher thread, in order with value callbacks (relayed
-        comm messages of the ``comm`` package use this, see ``comm_bridge``)."""
+        comm messages of the ``comm`` package use this, see ``worker.relay``)."""
         self._ensure_dispatcher()
         self._deliver(job)
 
@@ -503,7 +512,10 @@ class CommsRuntime:
             try:
                 subscription.callback(address, value)
             except BaseException as error:  # noqa: BLE001 - the one catch-all of this loop
-                _report_callback_error(subscription, error)
+                report_callback_error(
+                    f"wrapperkernel.comms: the callback {subscription.callback!r} for "
+                    f"{subscription.address!r} raised; later values are still delivered.",
+                    error)
 
     # ------------------------------------------------------------------ helpers
 
@@ -528,10 +540,10 @@ class CommsRuntime:
             self._unwaited[request_id] = _Unwaited("send", self._epoch, address, size, len(items))
             self._outstanding_bytes += size
             self._outstanding_sends += 1
-        body = (f'{{"type":"comm_send_many","request_id":"{request_id}","items":['
+        body = (f'{{"type":"address_send_many","request_id":"{request_id}","items":['
                 + ",".join(items) + "]}").encode()
         try:
-            self._send_encoded(encode_body(body, "comm_send_many"))
+            self._send_encoded(encode_body(body, "address_send_many"))
         except BaseException:
             with self._lock:
                 if self._unwaited.pop(request_id, None) is not None:
@@ -573,9 +585,11 @@ class CommsRuntime:
     def _start(self, timeout_s: float | None, *, retry: bool = False) -> None:
         """``retry``: an explicit start, which tries the install again after a failure;
         the implicit start before other calls fails fast while no page connects."""
-        wait_s = self._reply_wait_s if timeout_s is None else _check_wait(timeout_s, "timeout_s")
+        wait_s = self._reply_wait_s if timeout_s is None else check_wait(timeout_s, "timeout_s")
         try:
-            self._request("start", wait_s=wait_s, value=True if retry else None)
+            self._request("start", wait_s=wait_s,
+                          frame=lambda request_id: frames.AddressStartFrame(
+                              request_id=request_id, retry=retry))
         except CommsError:
             self._connected = False
             raise
@@ -586,8 +600,7 @@ class CommsRuntime:
         op: Literal["start", "read", "sync"],
         *,
         wait_s: float,
-        address: str | None = None,
-        value: Any = None,
+        frame: Callable[[str], frames.AddressRequestFrame],
     ) -> Any:
         """Send one request and wait (interruptibly, at most ``wait_s``) for its reply."""
         waiter = _Waiter(threading.Event())
@@ -595,9 +608,7 @@ class CommsRuntime:
             request_id = self._new_request_id()
             self._waiting[request_id] = waiter
         try:
-            self._send(
-                frames.CommRequestFrame(request_id=request_id, op=op, address=address, value=value)
-            )
+            self._send(frame(request_id))
             if not waiter.done.wait(wait_s):
                 raise CommsError(
                     f"The kernel did not answer the program's {op!r} request within "
@@ -616,9 +627,7 @@ class CommsRuntime:
     def _send_unwaited(self, request_id: str, address: str, value: Any) -> None:
         try:
             self._send(
-                frames.CommRequestFrame(
-                    request_id=request_id, op="send", address=address, value=value
-                )
+                frames.AddressSendFrame(request_id=request_id, address=address, value=value)
             )
         except BaseException:
             with self._lock:
@@ -657,7 +666,7 @@ class CommsRuntime:
                 change()
                 after = self._subscriber_count(address)
             if (before == 0) != (after == 0):
-                self._send(frames.CommSubscriptionFrame(address=address, subscribed=after > 0))
+                self._send(frames.AddressSubscriptionFrame(address=address, subscribed=after > 0))
 
     def _listener_closed(self, listener: Listener) -> None:
         address = listener.address
@@ -670,25 +679,6 @@ class CommsRuntime:
                 self._listeners.pop(address, None)
 
         self._change_subscribers(address, remove)
-
-
-def _check_address(address: object) -> None:
-    if not isinstance(address, str):
-        raise TypeError(f"address must be a str, got {type(address).__name__}")
-    if not address:
-        raise ValueError("address must be a non-empty string, like '/plot/points'")
-    if not address.isascii():
-        try:
-            address.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(
-                f"address {address!r} holds a lone surrogate, which has no UTF-8 form"
-            ) from None
-    if address.startswith(PRIVATE_PREFIX):
-        raise ValueError(
-            f"address {address!r} starts with '#', which is reserved for the wrapperkernel "
-            "protocol; use an address without a leading '#'."
-        )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -727,14 +717,3 @@ def _json_text(address: str, value: Any) -> str:
                 "text.encode('utf-8', 'replace').decode()."
             ) from None
     return text
-
-
-def _report_callback_error(subscription: _Subscription, error: BaseException) -> None:
-    # Drop the dispatcher's own frame: the user wants to see their callback.
-    tb = error.__traceback__.tb_next if error.__traceback__ is not None else None
-    text = "".join(traceback.format_exception(type(error), error, tb))
-    sys.stderr.write(
-        f"wrapperkernel.comms: the callback {subscription.callback!r} for "
-        f"{subscription.address!r} raised; later values are still delivered.\n{text}"
-    )
-    sys.stderr.flush()

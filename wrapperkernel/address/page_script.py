@@ -16,7 +16,7 @@ import importlib.resources
 import json
 from pathlib import Path
 
-from wrapperkernel.comm.defaults import ACK_DELAY_S, ACK_EVERY_MSGS, HEARTBEAT_TIMEOUT_S
+from wrapperkernel.address.defaults import ACK_DELAY_S, ACK_EVERY_MSGS, HEARTBEAT_TIMEOUT_S
 
 JS_FILE_NAME = "wrapperkernel_comm.js"
 INSTALLER_NAME = "wrapperkernel_comm_install"

@@ -1,4 +1,4 @@
-"""Byte framing for the kernel<->worker channel (see docs/worker-channel.md).
+"""Byte framing for the kernel<->worker channel (see docs/workerlink.md).
 
 A frame on the byte stream is a 4-byte big-endian unsigned length followed by that many
 bytes of UTF-8 JSON, which must validate as one of the models in ``frames``. The decoder
@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from wrapperkernel.channel.frames import _Frame
+from wrapperkernel.workerlink.frames import _Frame
 
 HEADER = struct.Struct("!I")
 # Large enough for a big image or dataframe repr, small enough that random bytes read as a

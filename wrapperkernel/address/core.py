@@ -25,10 +25,10 @@ the bound), so the kernel's queue to the page is bounded too.
 Rule (after h11's ``_state.py``): everything that changes the connection state lives
 in this file, and every state change goes through the ``TRANSITIONS`` table below. A
 (state, trigger) pair missing from the table is *our* bug and raises
-``CommStateError``. Bad input from the page is the *peer's* mistake: it never raises,
+``AddressStateError``. Bad input from the page is the *peer's* mistake: it never raises,
 it becomes a ``Log`` action and the machine carries on.
 
-Effects that go with transitions are written out as code in ``CommCore``:
+Effects that go with transitions are written out as code in ``AddressCore``:
 
 - entering CONNECTING: publish the install script under a new display id, start the
   "connect" timer;
@@ -63,13 +63,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal, TypeAlias
 
-from wrapperkernel.comm.defaults import (  # the timeouts' defaults, re-exported here
+from wrapperkernel.address.defaults import (  # the timeouts' defaults, re-exported here
     HEARTBEAT_REQUEST_THRESHOLD_S,
     HEARTBEAT_TIMEOUT_S,
+    PRIVATE_PREFIX,
     READ_TIMEOUT_S,
     WAIT_FOR_CONNECTION_S,
 )
-from wrapperkernel.comm.outbox import Outbox
+from wrapperkernel.address.outbox import Outbox
 
 # --- protocol constants (DESIGN.md, "The address channel") -------------------------
 
@@ -79,7 +80,6 @@ PING_ADDRESS = "#heartbeat/ping"
 PONG_ADDRESS = "#heartbeat/pong"
 # Page -> kernel: the highest ``seq`` (comm_msg metadata) of the messages it handled.
 RECEIVED_ADDRESS = "#ack"
-PRIVATE_PREFIX = "#"
 
 
 TimerName: TypeAlias = str
@@ -102,7 +102,7 @@ def read_timer(request_id: str) -> TimerName:
 
 
 @dataclass(frozen=True, slots=True)
-class CommTimings:
+class AddressTimings:
     """Timeouts of the lifecycle; defaults follow DESIGN.md, tests shrink or stretch them."""
 
     wait_for_connection_s: float = WAIT_FOR_CONNECTION_S
@@ -111,7 +111,7 @@ class CommTimings:
     read_timeout_s: float = READ_TIMEOUT_S
 
 
-class CommStateError(Exception):
+class AddressStateError(Exception):
     """The kernel misused the core (our mistake): an event the adapter should never build.
 
     The core validates an event before changing anything, so after this exception the
@@ -217,7 +217,7 @@ class ProgramRequested(Event):
     ``(address, value, size_bytes)`` items, sent in order, all or none; ``size_bytes`` is
     the item's JSON size as the program measured it, for pacing. ``read``: ask the page for the
     current value of ``address``; ``value`` is the timeout in seconds, or None for
-    ``CommTimings.read_timeout_s``. ``sync``: resolves once every request made before it
+    ``AddressTimings.read_timeout_s``. ``sync``: resolves once every request made before it
     has been handed to the page connection.
     """
 
@@ -446,7 +446,7 @@ def _is_item_list(value: Any) -> bool:
 # --- the machine --------------------------------------------------------------------
 
 
-class CommCore:
+class AddressCore:
     """The kernel's side of the address channel for one page connection at a time.
 
     ``handle(event)`` returns the actions to perform, in order. Deterministic: display
@@ -457,12 +457,12 @@ class CommCore:
         self,
         kernel_id: str,
         new_id: Callable[[], str],
-        timings: CommTimings | None = None,
+        timings: AddressTimings | None = None,
         outbox: Outbox | None = None,
     ) -> None:
         self._kernel_id = kernel_id
         self._new_id = new_id
-        self._timings = timings if timings is not None else CommTimings()
+        self._timings = timings if timings is not None else AddressTimings()
         self._state = State.IDLE
         self._comm_id: str | None = None
         self._last_heard_s = -math.inf
@@ -534,7 +534,7 @@ class CommCore:
     def handle(self, event: Event) -> list[Action]:
         handler = self._handlers.get(type(event))
         if handler is None:
-            raise CommStateError(f"not a comm core event: {event!r}")
+            raise AddressStateError(f"not a comm core event: {event!r}")
         self._actions = []
         handler(event)
         self._pump(event.now_s)
@@ -547,7 +547,7 @@ class CommCore:
         try:
             new_state = TRANSITIONS[self._state][trigger]
         except KeyError:
-            raise CommStateError(
+            raise AddressStateError(
                 f"no transition for {trigger.name} in state {self._state.name}"
             ) from None
         self._state = new_state
@@ -606,19 +606,19 @@ class CommCore:
     def _validate_request(self, event: ProgramRequested) -> float:
         """Reject adapter mistakes before anything changes; returns the read timeout."""
         if not isinstance(event.request_id, str):
-            raise CommStateError(f"request_id must be a string: {event!r}")
+            raise AddressStateError(f"request_id must be a string: {event!r}")
         if event.request_id in self._pending:
-            raise CommStateError(f"request_id {event.request_id!r} is already pending")
+            raise AddressStateError(f"request_id {event.request_id!r} is already pending")
         if event.op not in OPS:
-            raise CommStateError(f"unknown program op {event.op!r}")
+            raise AddressStateError(f"unknown program op {event.op!r}")
         if event.op in ("send", "read") and not isinstance(event.address, str):
-            raise CommStateError(f"{event.op} needs a string address: {event!r}")
+            raise AddressStateError(f"{event.op} needs a string address: {event!r}")
         if event.op == "send_many" and not _is_item_list(event.value):
-            raise CommStateError(
+            raise AddressStateError(
                 f"send_many needs a list of (address, value, size_bytes) items: {event!r}")
         if event.op != "read" or event.value is None:
             return self._timings.read_timeout_s
-        problem = CommStateError(f"read timeout must be a positive number of seconds: {event!r}")
+        problem = AddressStateError(f"read timeout must be a positive number of seconds: {event!r}")
         if isinstance(event.value, bool) or not isinstance(event.value, (int, float)):
             raise problem
         try:
@@ -631,7 +631,7 @@ class CommCore:
 
     def _on_program_subscribed(self, event: ProgramSubscribed) -> None:
         if not isinstance(event.address, str):
-            raise CommStateError(f"subscription address must be a string: {event!r}")
+            raise AddressStateError(f"subscription address must be a string: {event!r}")
         if _is_private(event.address):
             self._log("warning", f"ignored subscription to private address {event.address!r}")
             return
@@ -639,7 +639,7 @@ class CommCore:
 
     def _on_program_unsubscribed(self, event: ProgramUnsubscribed) -> None:
         if not isinstance(event.address, str):
-            raise CommStateError(f"subscription address must be a string: {event!r}")
+            raise AddressStateError(f"subscription address must be a string: {event!r}")
         if event.address not in self._subscriptions:
             self._log("debug", f"unsubscribe from {event.address!r}, which had no subscriber")
         self._subscriptions.discard(event.address)
@@ -788,7 +788,7 @@ class CommCore:
         timer = event.timer
         is_read = isinstance(timer, str) and timer.startswith(READ_TIMER_PREFIX)
         if timer not in OWN_TIMERS and not is_read:
-            raise CommStateError(f"unknown timer {timer!r}")
+            raise AddressStateError(f"unknown timer {timer!r}")
         if timer not in self._armed:
             self._log("debug", f"ignored timer {timer!r}: cancelled or replaced")
             return
@@ -840,7 +840,7 @@ class CommCore:
         if request is None:
             request = next((r for r in self._queue if r.request_id == request_id), None)
             if request is None:
-                raise CommStateError(f"read timer armed for unknown request {request_id!r}")
+                raise AddressStateError(f"read timer armed for unknown request {request_id!r}")
             self._queue.remove(request)
         self._armed.discard(read_timer(request_id))
         timeout_s = self._timings.read_timeout_s if request.value is None else request.value
@@ -865,7 +865,7 @@ class CommCore:
             self._send({"address": PING_ADDRESS, "value": self._ping_count}, urgent=True)
             self._start_timer(HEARTBEAT_TIMER, self._timings.heartbeat_timeout_s)
         else:
-            raise CommStateError(f"{state.name} is not a state that waits for the page")
+            raise AddressStateError(f"{state.name} is not a state that waits for the page")
 
     def _lose_comm(self) -> None:
         """Entering CLOSED: forget the comm; reinstall if requests or values still wait."""
@@ -1008,7 +1008,7 @@ class CommCore:
 
     def _open_comm(self, data: Any = "values") -> str:
         if self._comm_id is None:
-            raise CommStateError(f"no open comm to send {data!r} to")
+            raise AddressStateError(f"no open comm to send {data!r} to")
         return self._comm_id
 
     def _reply(

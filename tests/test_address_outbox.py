@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wrapperkernel.comm.outbox import Message, Outbox
+from wrapperkernel.address.outbox import Message, Outbox
 
 # Jupyter Server's defaults (ServerApp.iopub_msg_rate_limit, rate_limit_window).
 SERVER_MSG_RATE_LIMIT = 1000

@@ -12,7 +12,15 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    TypeAdapter,
+    model_validator,
+)
 
 
 def _is_positive_seconds(value: object) -> bool:
@@ -80,28 +88,28 @@ class InputReplyFrame(_Frame):
     error: str | None = None
 
 
-class CommValueFrame(_Frame):
+class AddressValueFrame(_Frame):
     """A value from the page for an address the program subscribed to."""
 
-    type: Literal["comm_value"] = "comm_value"
+    type: Literal["address_value"] = "address_value"
     address: str
     value: Any = None
 
 
-class CommReplyFrame(_Frame):
-    """The answer to one ``CommRequestFrame`` of the program."""
+class AddressReplyFrame(_Frame):
+    """The answer to one request of the program (``AddressStartFrame`` ... ``AddressSendManyFrame``)."""
 
-    type: Literal["comm_reply"] = "comm_reply"
+    type: Literal["address_reply"] = "address_reply"
     request_id: str
     ok: bool
     value: Any = None
     error: str | None = None
 
 
-class CommReadRequestFrame(_Frame):
+class AddressReadRequestFrame(_Frame):
     """The page asks for the program's current value of a subscribed address."""
 
-    type: Literal["comm_read_request"] = "comm_read_request"
+    type: Literal["address_read_request"] = "address_read_request"
     address: str
 
 
@@ -200,43 +208,69 @@ class ReplyFrame(_Frame):
     content: dict[str, Any]
 
 
-class CommRequestFrame(_Frame):
-    """The program uses the address channel; answered by ``CommReplyFrame``."""
+class AddressStartFrame(_Frame):
+    """The program wants a page connected (``comms.start()``, or implicitly before its
+    first use); ``retry`` marks an explicit start, which tries the install again after a
+    failure. Answered, like every request below, by one ``AddressReplyFrame``."""
 
-    type: Literal["comm_request"] = "comm_request"
+    type: Literal["address_start"] = "address_start"
     request_id: str
-    op: Literal["start", "send", "read", "sync"]
-    address: str | None = None
+    retry: StrictBool = False
+
+
+class AddressSendFrame(_Frame):
+    """One value for the page, sent on its own (the answer to a read request of the
+    page); the program's ``comms.send`` calls travel batched in ``AddressSendManyFrame``."""
+
+    type: Literal["address_send"] = "address_send"
+    request_id: str
+    address: str
     value: Any = None
 
+
+class AddressReadFrame(_Frame):
+    """The program asks the page for its current value of ``address``; the reply's value
+    is the page's answer. ``timeout_s`` bounds the wait (None: the kernel's default)."""
+
+    type: Literal["address_read"] = "address_read"
+    request_id: str
+    address: str
+    timeout_s: StrictFloat | None = None
+
     @model_validator(mode="after")
-    def _fits_its_op(self) -> CommRequestFrame:
-        # Checked here, at the boundary, so the comm core never meets a request it
-        # cannot carry out: a send or read names an address; a read's value is its
-        # timeout; a start's value says whether it is an explicit retry.
-        if self.op in ("send", "read") and not isinstance(self.address, str):
-            raise ValueError(f"a {self.op!r} request needs a string address")
-        if self.op == "read" and self.value is not None and not _is_positive_seconds(self.value):
-            raise ValueError("a read's value is its timeout: a positive, finite number of seconds")
-        if self.op == "start" and self.value not in (None, True):
-            raise ValueError("a start's value is true (an explicit start) or null")
+    def _positive_timeout(self) -> AddressReadFrame:
+        # Checked here, at the boundary, so the core never meets a read it cannot bound.
+        if self.timeout_s is not None and not _is_positive_seconds(self.timeout_s):
+            raise ValueError("a read's timeout_s is a positive, finite number of seconds")
         return self
 
 
-class CommSendManyFrame(_Frame):
+class AddressSyncFrame(_Frame):
+    """Answered once every request the program made before it has been answered."""
+
+    type: Literal["address_sync"] = "address_sync"
+    request_id: str
+
+
+class AddressSendManyFrame(_Frame):
     """Values the program sent, in order: ``[address, value, size_bytes]`` items, answered
-    by one ``CommReplyFrame`` for them all. The worker batches ``comms.send`` calls into
+    by one ``AddressReplyFrame`` for them all. The worker batches ``comms.send`` calls into
     it; ``size_bytes`` is the item's JSON size on its way to the page (for pacing)."""
 
-    type: Literal["comm_send_many"] = "comm_send_many"
+    type: Literal["address_send_many"] = "address_send_many"
     request_id: str
     items: list[tuple[str, Any, Annotated[int, Field(ge=0)]]]
 
 
-class CommSubscriptionFrame(_Frame):
+# Every request of the program, each answered by one ``AddressReplyFrame``.
+AddressRequestFrame = Union[AddressStartFrame, AddressSendFrame, AddressReadFrame,
+                            AddressSyncFrame, AddressSendManyFrame]
+
+
+class AddressSubscriptionFrame(_Frame):
     """The first subscriber of an address appeared (``subscribed``) or the last one left."""
 
-    type: Literal["comm_subscription"] = "comm_subscription"
+    type: Literal["address_subscription"] = "address_subscription"
     address: str
     subscribed: bool
 
@@ -248,9 +282,9 @@ KernelToWorker = Annotated[
         InspectFrame,
         HistoryFrame,
         InputReplyFrame,
-        CommValueFrame,
-        CommReplyFrame,
-        CommReadRequestFrame,
+        AddressValueFrame,
+        AddressReplyFrame,
+        AddressReadRequestFrame,
         RelayCommFrame,
         ShutdownFrame,
     ],
@@ -268,9 +302,12 @@ WorkerToKernel = Annotated[
         InputRequestFrame,
         ExecuteReplyFrame,
         ReplyFrame,
-        CommRequestFrame,
-        CommSendManyFrame,
-        CommSubscriptionFrame,
+        AddressStartFrame,
+        AddressSendFrame,
+        AddressReadFrame,
+        AddressSyncFrame,
+        AddressSendManyFrame,
+        AddressSubscriptionFrame,
         RelayCommFrame,
     ],
     Field(discriminator="type"),

@@ -22,7 +22,7 @@ from typing import Any
 import comm
 from comm.base_comm import BaseComm, CommManager
 
-from wrapperkernel.channel import frames
+from wrapperkernel.workerlink import frames
 
 log = logging.getLogger("wrapperkernel.worker.comm")
 
@@ -31,7 +31,7 @@ def _encode_buffers(buffers: Any) -> list[str]:
     return [base64.b64encode(bytes(buffer)).decode("ascii") for buffer in buffers or []]
 
 
-class CommBridge:
+class WorkerRelay:
     def __init__(
         self,
         send: Callable[[frames._Frame], None],

@@ -1,0 +1,155 @@
+"""The asyncio adapter around the address channel's core (``wrapperkernel.address.core``).
+
+It translates: the address channel's Jupyter comm messages from the page (routed here by
+``comm_router``) and address frames from the worker into core events; core actions into
+IOPub messages, worker frames and event-loop timers. It decides nothing: every protocol decision is the core's, batching and pacing included
+(the core's ``Outbox``). Each entry point (a page message, a worker frame, a timer) is
+one turn of a loop of the kernel's; a timer callback has this module's one broad catch,
+since nobody else would see its exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from wrapperkernel.address import core as c
+from wrapperkernel.address.page_script import render_install_html
+from wrapperkernel.wire import messages as m
+from wrapperkernel.wire.transport import Transport
+from wrapperkernel.workerlink import frames
+
+log = logging.getLogger("wrapperkernel.address")
+
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+class AddressAdapter:
+    def __init__(
+        self,
+        transport: Transport,
+        worker: Any,
+        kernel_id: str,
+        current_parent: Callable[[], dict[str, Any]] = dict,
+        timings: c.AddressTimings | None = None,
+        debug: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.transport = transport
+        self.worker = worker
+        self.kernel_id = kernel_id
+        self.current_parent = current_parent
+        self.debug = debug
+        self.clock = clock
+        self.timings = timings if timings is not None else c.AddressTimings()
+        self.core = c.AddressCore(kernel_id, new_id=lambda: f"wrapperkernel-comm-{uuid.uuid4().hex}",
+                               timings=self.timings)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._install_parents: dict[str, dict[str, Any]] = {}
+
+    @property
+    def comm_id(self) -> str | None:
+        """The address channel's open comm, if a page is connected."""
+        return self.core.comm_id
+
+    # ------------------------------------------------------------------ events in
+
+    def on_page_open(self, opened: m.CommOpen) -> None:
+        self._handle(c.PageCommOpened(self.clock(), opened.comm_id, opened.target_name,
+                                      opened.data))
+
+    def on_page_msg(self, msg: m.CommMsg) -> None:
+        self._handle(c.PageCommMsg(self.clock(), msg.comm_id, msg.data))
+
+    def on_page_close(self, closed: m.CommClose) -> None:
+        self._handle(c.PageCommClosed(self.clock(), closed.comm_id))
+
+    def on_worker_frame(self, frame: frames.WorkerToKernel) -> None:
+        now = self.clock()
+        if isinstance(frame, frames.AddressStartFrame):
+            self._handle(c.ProgramRequested(now, frame.request_id, "start", None,
+                                            True if frame.retry else None))
+        elif isinstance(frame, frames.AddressSendFrame):
+            self._handle(c.ProgramRequested(now, frame.request_id, "send", frame.address,
+                                            frame.value))
+        elif isinstance(frame, frames.AddressReadFrame):
+            self._handle(c.ProgramRequested(now, frame.request_id, "read", frame.address,
+                                            frame.timeout_s))
+        elif isinstance(frame, frames.AddressSyncFrame):
+            self._handle(c.ProgramRequested(now, frame.request_id, "sync", None, None))
+        elif isinstance(frame, frames.AddressSendManyFrame):
+            self._handle(c.ProgramRequested(now, frame.request_id, "send_many", None,
+                                            frame.items))
+        elif isinstance(frame, frames.AddressSubscriptionFrame):
+            event = c.ProgramSubscribed if frame.subscribed else c.ProgramUnsubscribed
+            self._handle(event(now, frame.address))
+        else:
+            log.warning("unexpected address-channel frame %s", frame.type)
+
+    def on_worker_restarted(self) -> None:
+        self._handle(c.WorkerRestarted(self.clock()))
+
+    def _fire(self, timer: str) -> None:
+        self._timers.pop(timer, None)
+        try:
+            self._handle(c.TimerFired(self.clock(), timer))
+        except Exception:  # noqa: BLE001 - the one catch-all of a timer callback
+            # asyncio would log it and carry on too, but without saying what was lost:
+            # the timer is gone, so the core's state may wait for an event that never comes.
+            log.exception("the comm core failed on timer %r; the address channel may "
+                          "need a comms.start() or a kernel restart", timer)
+
+    # ------------------------------------------------------------------ actions out
+
+    def _handle(self, event: c.Event) -> None:
+        for action in self.core.handle(event):
+            self._perform(action)
+
+    def _perform(self, action: c.Action) -> None:
+        if isinstance(action, c.SendCommMsg):
+            self.transport.publish("comm_msg", {"comm_id": action.comm_id, "data": action.data},
+                                   parent=None, metadata={"seq": action.seq})
+        elif isinstance(action, c.DeliverToProgram):
+            self.worker.send(frames.AddressValueFrame(address=action.address, value=action.value))
+        elif isinstance(action, c.ReplyToProgram):
+            self.worker.send(frames.AddressReplyFrame(request_id=action.request_id, ok=action.ok,
+                                                   value=action.value, error=action.error))
+        elif isinstance(action, c.StartTimer):
+            old = self._timers.pop(action.timer, None)
+            if old is not None:
+                old.cancel()
+            loop = asyncio.get_running_loop()
+            self._timers[action.timer] = loop.call_later(action.delay_s, self._fire, action.timer)
+        elif isinstance(action, c.CancelTimer):
+            handle = self._timers.pop(action.timer, None)
+            if handle is not None:
+                handle.cancel()
+        elif isinstance(action, c.RelayReadRequest):
+            self.worker.send(frames.AddressReadRequestFrame(address=action.address))
+        elif isinstance(action, c.PublishInstallScript):
+            parent = self.current_parent()
+            self._install_parents[action.display_id] = parent
+            html = render_install_html(self.kernel_id, debug=self.debug,
+                                       heartbeat_timeout_s=self.timings.heartbeat_timeout_s)
+            self.transport.publish("display_data", {
+                "data": {"text/html": html,
+                         "text/plain": "(wrapperkernel: connecting the page to the kernel)"},
+                "metadata": {},
+                "transient": {"display_id": action.display_id},
+            }, parent=parent)
+        elif isinstance(action, c.EraseInstallScript):
+            parent = self._install_parents.pop(action.display_id, None) or self.current_parent()
+            self.transport.publish("update_display_data", {
+                "data": {}, "metadata": {}, "transient": {"display_id": action.display_id},
+            }, parent=parent)
+        elif isinstance(action, c.SendCommClose):
+            self.transport.publish("comm_close", {"comm_id": action.comm_id, "data": {}},
+                                   parent=None)
+        elif isinstance(action, c.Log):
+            log.log(LOG_LEVELS.get(action.level, logging.INFO), "%s", action.text)
+        else:
+            log.error("the comm core asked for an unknown action %r", action)

@@ -1,0 +1,76 @@
+"""Routes Jupyter comm traffic: the address channel's comm to its adapter, every other
+comm to the relay of the ``comm`` package.
+
+A ``comm_open`` is routed by its target name (``COMM_TARGET_NAME`` is the address
+channel's); ``comm_msg`` and ``comm_close`` by the comm id. Frames from the worker are
+routed by their type. It also answers the two questions the request handlers ask about
+comms: which are open (``comm_info_request``) and which messages are too frequent to
+get busy/idle around them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wrapperkernel.address.core import COMM_TARGET_NAME
+from wrapperkernel.kernel.address_adapter import AddressAdapter
+from wrapperkernel.kernel.relay import KernelRelay
+from wrapperkernel.wire import messages as m
+from wrapperkernel.wire.transport import Incoming
+from wrapperkernel.workerlink import frames
+
+
+class CommRouter:
+    def __init__(self, address: AddressAdapter, relay: KernelRelay) -> None:
+        self.address = address
+        self.relay = relay
+
+    def open_comms(self) -> dict[str, dict[str, str]]:
+        comms = {cid: {"target_name": target} for cid, target in self.relay.open_comms.items()}
+        comm_id = self.address.comm_id
+        if comm_id:
+            comms[comm_id] = {"target_name": COMM_TARGET_NAME}
+        return comms
+
+    def is_quiet(self, request: Incoming) -> bool:
+        """Traffic on the address channel's comm gets no busy/idle: it is not a request and
+        would make JupyterLab's busy indicator flicker at the page's send rate."""
+        if request.msg_type not in ("comm_msg", "comm_close"):
+            return False
+        content = request.content
+        comm_id = self.address.comm_id
+        return comm_id is not None and isinstance(content, dict) \
+            and content.get("comm_id") == comm_id
+
+    def on_page_message(self, request: Incoming, kind: str) -> None:
+        if kind == "open":
+            opened = m.parse(m.CommOpen, request.content)
+            if opened.target_name != COMM_TARGET_NAME:
+                # Any other target belongs to the comm package in the worker, which
+                # answers a target nobody registered with comm_close.
+                self.relay.to_worker(request, "comm_open", opened.comm_id, opened.data,
+                                     opened.target_name, opened.target_module)
+                return
+            self.address.on_page_open(opened)
+        elif kind == "msg":
+            msg = m.parse(m.CommMsg, request.content)
+            if self.relay.owns(msg.comm_id):
+                self.relay.to_worker(request, "comm_msg", msg.comm_id, msg.data)
+                return
+            self.address.on_page_msg(msg)
+        else:
+            closed = m.parse(m.CommClose, request.content)
+            if self.relay.owns(closed.comm_id):
+                self.relay.to_worker(request, "comm_close", closed.comm_id, closed.data)
+                return
+            self.address.on_page_close(closed)
+
+    def on_worker_frame(self, frame: Any) -> None:
+        if isinstance(frame, frames.RelayCommFrame):
+            self.relay.to_page(frame)
+        else:
+            self.address.on_worker_frame(frame)
+
+    def on_worker_restarted(self) -> None:
+        self.relay.on_worker_restarted()
+        self.address.on_worker_restarted()
