@@ -3,7 +3,7 @@
 The worker inherits one end of a socketpair (no network port) and runs in its own
 process group, so that SIGINT reaches it only when the kernel forwards it. The supervisor
 reads frames from the worker, hands each to ``on_frame``, and when the worker is gone
-(exit, signal, or a corrupt channel) calls ``on_exit`` with a sentence saying what
+(exit, signal, or a corrupt link) calls ``on_exit`` with a sentence saying what
 happened, then starts a fresh worker.
 
 It owns the worker's lifecycle only; it must never interpret frames.
@@ -153,7 +153,7 @@ class WorkerSupervisor:
             log.error("%s; killing it", reason)
             _kill(process)
         except ConnectionError as error:
-            reason = f"the channel to the worker broke ({error})"
+            reason = f"the link to the worker broke ({error})"
         except Exception as error:  # noqa: BLE001 - the one catch-all of this loop
             # A frame the kernel could not handle: the worker counts as broken, as for a
             # corrupt frame. Its running request gets an error reply saying so (on_exit),

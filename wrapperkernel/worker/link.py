@@ -1,4 +1,4 @@
-"""The worker's end of the private channel: a blocking socket shared by several threads.
+"""The worker's end of the private link to the kernel: a blocking socket shared by several threads.
 
 Sending is serialised by one lock so frames from the main thread, the output flusher and
 the comm dispatcher never interleave on the byte stream. Receiving happens on one reader
@@ -18,7 +18,7 @@ RECV_CHUNK_BYTES = 256 * 1024
 
 
 class KernelGone(Exception):
-    """The kernel closed the channel: the worker has nobody left to work for."""
+    """The kernel closed the link: the worker has nobody left to work for."""
 
 
 class Link:
@@ -46,5 +46,5 @@ class Link:
                 raise KernelGone(f"cannot read from the kernel: {error}") from error
             if not data:
                 decoder.eof()
-                raise KernelGone("the kernel closed the channel")
+                raise KernelGone("the kernel closed the link")
             yield from decoder.feed(data)

@@ -1,4 +1,4 @@
-"""Every frame that crosses the kernel<->worker channel, as pydantic models.
+"""Every frame that crosses the kernel<->worker link, as pydantic models.
 
 Both sides import these models, so a frame is validated once on the way in and dumped on
 the way out. Frames that belong to a Jupyter request carry ``req``: the ``msg_id`` of that
@@ -116,7 +116,7 @@ class AddressReadRequestFrame(_Frame):
 class RelayCommFrame(_Frame):
     """A message of the standard ``comm`` package (ipywidgets, anywidget, ...) relayed
     between the page's own kernel connection and the worker, in either direction.
-    ``buffers`` are base64 text: the channel carries JSON only."""
+    ``buffers`` are base64 text: the link carries JSON only."""
 
     type: Literal["relay_comm"] = "relay_comm"
     msg_type: Literal["comm_open", "comm_msg", "comm_close"]

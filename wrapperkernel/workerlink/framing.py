@@ -1,4 +1,4 @@
-"""Byte framing for the kernel<->worker channel (see docs/workerlink.md).
+"""Byte framing for the kernel<->worker link (see docs/workerlink.md).
 
 A frame on the byte stream is a 4-byte big-endian unsigned length followed by that many
 bytes of UTF-8 JSON, which must validate as one of the models in ``frames``. The decoder
@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 
 class FramingError(Exception):
-    """The byte stream does not hold a valid frame; the channel cannot be trusted further."""
+    """The byte stream does not hold a valid frame; the link cannot be trusted further."""
 
 
 def encode(frame: _Frame) -> bytes:
