@@ -24,7 +24,8 @@ import pytest
 from headless_page import HeadlessPage
 from kernel_helpers import KernelConnection, Message, running_kernel
 
-from wrapperkernel import widgets
+from wrapperkernel import comms, widgets
+from wrapperkernel.widgets._host import WidgetHost
 
 WAIT_S = 20.0  # bound on every wait for the page or the kernel
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -222,6 +223,49 @@ def test_importing_widgets_does_not_import_ipython() -> None:
     assert result.stdout.strip() == "False"
 
 
+def test_changes_of_a_closed_widget_end_at_once() -> None:
+    slider = widgets.Slider(0, 10)
+    slider.close()
+    changes = slider.changes()
+    assert changes.closed
+    assert list(changes) == []
+    with pytest.raises(comms.CommsError, match="closed"):
+        changes.get(timeout=0)
+
+
+class FakeWidget:
+    """A ``Rerenderable`` that records its re-renders; ``held`` plays the page's hold."""
+
+    def __init__(self) -> None:
+        self.held = False
+        self.rerenders = 0
+
+    def held_by_page(self) -> bool:
+        return self.held
+
+    def rerender(self) -> None:
+        self.rerenders += 1
+
+
+def test_host_flush_rerenders_pending_widgets_once_and_waits_for_a_held_one() -> None:
+    # A debounce of an hour: only flush() (the post_execute hook) re-renders here.
+    host = WidgetHost(debounce_s=3600)
+    free, held, untouched = FakeWidget(), FakeWidget(), FakeWidget()
+    held.held = True
+    host.schedule(free)
+    host.schedule(free)
+    host.schedule(held)
+    host.flush()
+    assert (free.rerenders, held.rerenders, untouched.rerenders) == (1, 0, 0)
+    host.flush()  # the held widget is still pending, the free one is not
+    assert (free.rerenders, held.rerenders) == (1, 0)
+    held.held = False
+    host.flush()
+    assert (free.rerenders, held.rerenders) == (1, 1)
+    host.flush()
+    assert (free.rerenders, held.rerenders) == (1, 1)
+
+
 # --------------------------------------------------------------------------- with a kernel
 
 @pytest.fixture(scope="module")
@@ -278,7 +322,8 @@ def page_values(page: HeadlessPage, address: str, count: int) -> list[Any]:
 
 PAGE_TO_PROGRAM = """
 import json, time
-from wrapperkernel import widgets
+from wrapperkernel import comms, widgets
+from wrapperkernel.widgets._host import WidgetHost
 w = {make}
 seen = []
 w.observe(seen.append)
@@ -333,7 +378,8 @@ def test_button_on_click_gets_the_button_for_every_click(
 ) -> None:
     code = """
 import json, threading
-from wrapperkernel import widgets
+from wrapperkernel import comms, widgets
+from wrapperkernel.widgets._host import WidgetHost
 button = widgets.Button("Go")
 calls = []
 done = threading.Event()
@@ -404,7 +450,8 @@ def test_displayed_output_names_the_widget_and_shows_its_label_and_value(
 ) -> None:
     code = """
 import json
-from wrapperkernel import widgets
+from wrapperkernel import comms, widgets
+from wrapperkernel.widgets._host import WidgetHost
 w = widgets.Slider(0, 10, value=0, label="Speed")
 print("RESULT " + json.dumps({"address": w.address, "display_id": w.display_id}))
 w
@@ -439,7 +486,8 @@ def test_debounced_rerender_while_the_cell_runs_and_not_on_every_step(
 ) -> None:
     code = """
 import json, time
-from wrapperkernel import widgets
+from wrapperkernel import comms, widgets
+from wrapperkernel.widgets._host import WidgetHost
 w = widgets.Slider(0, 100, value=0)
 w.display()
 with w.changes() as changes:
@@ -559,7 +607,8 @@ def test_a_rendering_that_binds_gets_the_programs_current_value(
 def test_without_a_page_widgets_still_show_and_persist(kernel_env: Path) -> None:
     code = """
 import time
-from wrapperkernel import widgets
+from wrapperkernel import comms, widgets
+from wrapperkernel.widgets._host import WidgetHost
 started = time.monotonic()
 a = widgets.Slider(0, 10, value=1)
 a.display()

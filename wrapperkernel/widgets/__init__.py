@@ -8,7 +8,8 @@ no ipywidgets. The layout of the package:
 
 - ``_base``: value, display, page binding, observers, ``changes()`` iterators;
 - ``_controls``: the widget classes;
-- ``_host``: re-rendering for persistence (what a saved notebook shows);
+- ``_host``: re-rendering for persistence (what a saved notebook shows); it sees a
+  widget only through its ``Rerenderable`` protocol, so it imports no widget module;
 - ``_html``, ``page.js``, ``widgets.css``: the output's HTML, script and style.
 
 Must never: hold mutable module-level state (per-shell state lives on the shell, like

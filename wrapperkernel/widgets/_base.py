@@ -13,6 +13,9 @@ the program and the page through the address channel (``wrapperkernel.comms``):
   ``"hold"`` / ``"release"`` around a drag or an input method composition, during which
   the re-render for persistence waits (``_host``).
 
+A widget is what ``_host`` calls a ``Rerenderable``: the host asks ``held_by_page()`` and
+calls ``rerender()``; it never imports this module.
+
 Subclasses say how to check a value (``_check``: from the program, raises; ``_from_page``:
 from the page, raises ValueError for a value to ignore) and how to draw themselves
 (``_body`` and ``_config``).
@@ -32,15 +35,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from wrapperkernel import comms
 from wrapperkernel.comms_base import report_callback_error
-from wrapperkernel.widgets import _html
 from wrapperkernel.widgets._host import WidgetHost
-
-if TYPE_CHECKING:
-    pass
+from wrapperkernel.widgets._html import render as render_html
 
 ADDRESS_PREFIX = "/wrapperkernel/widgets"
 # The page holds a control (a drag, an input method composing) at most this long: a
@@ -114,7 +114,7 @@ class Widget:
             raise TypeError(f"label must be a str, got {type(new).__name__}")
         with self._lock:
             self._label = new
-        self._rerender()
+        self.rerender()
 
     def display(self) -> None:
         """Show the widget in the output of the running cell (again, if it is shown already).
@@ -143,6 +143,32 @@ class Widget:
             subscriptions, self._subscriptions = self._subscriptions, []
         for subscription in subscriptions:
             comms.unsubscribe(subscription)
+
+    def held_by_page(self) -> bool:
+        """True while the page holds the control (a slider dragged, text being composed).
+
+        The re-render for persistence waits meanwhile, since replacing the output's DOM
+        would end the drag; the hold ends on release, on ``close()``, or ``HOLD_MAX_S``
+        after it began.
+        """
+        with self._lock:
+            return self._held_until is not None and time.monotonic() < self._held_until
+
+    def rerender(self) -> None:
+        """Update the widget's outputs now if its HTML changed since it was last published.
+
+        The widget does this by itself (docs/widgets.md, "Persistence"): shortly after a
+        change and after every cell. Does nothing before ``display()``.
+        """
+        with self._render_lock:
+            with self._lock:
+                if not self._displayed:
+                    return
+                html = self._render_locked()
+                if html == self._published:
+                    return
+                self._published = html
+            self._publish(html, update=True)
 
     def _ipython_display_(self) -> None:
         self.display()
@@ -181,11 +207,6 @@ class Widget:
         """Subscribe to what the page sends for this widget."""
         self._subscriptions.append(comms.subscribe(self._events_address, self._on_page_event))
 
-    def _held(self) -> bool:
-        """True while the page holds the control: re-rendering now would disturb the user."""
-        with self._lock:
-            return self._held_until is not None and time.monotonic() < self._held_until
-
     def _on_page_event(self, address: str, event: Any) -> None:
         """A rendering bound, or the page grabbed or released the control; dispatcher thread."""
         with self._lock:
@@ -220,7 +241,7 @@ class Widget:
         if self._live or self._closed:
             return
         host = self._host
-        if host is not None and host.start_failed_in == host.execution_count:
+        if host is not None and host.start_failed_in_this_cell():
             return  # a page did not connect earlier in this cell: do not wait again
         try:
             comms.start()
@@ -231,7 +252,7 @@ class Widget:
             for subscription in subscriptions:
                 comms.unsubscribe(subscription)
             if host is not None:
-                host.start_failed_in = host.execution_count
+                host.note_start_failed()
             _note(
                 f"{type(self).__name__} is shown without a live connection to the page, so "
                 f"its value changes only from the program. {error}"
@@ -254,7 +275,7 @@ class Widget:
             self._host.schedule(self)
 
     def _render_locked(self) -> str:
-        return _html.render(
+        return render_html(
             widget_id=self._id,
             kind=self._kind,
             value=self._value,
@@ -268,18 +289,6 @@ class Widget:
                 **self._config(),
             },
         )
-
-    def _rerender(self) -> None:
-        """Update the widget's outputs if its HTML changed since it was last published."""
-        with self._render_lock:
-            with self._lock:
-                if not self._displayed:
-                    return
-                html = self._render_locked()
-                if html == self._published:
-                    return
-                self._published = html
-            self._publish(html, update=True)
 
     def _publish(self, html: str, *, update: bool) -> None:
         from IPython.display import publish_display_data
@@ -332,10 +341,13 @@ class Control(Widget):
         """
         changes = Changes(self, latest_only=latest_only)
         with self._lock:
-            if self._closed:
-                changes._closed = True
-            else:
+            closed = self._closed
+            if not closed:
                 self._changes.append(changes)
+        if closed:
+            # Outside the lock: closing calls back into _changes_closed, which takes it.
+            # Nothing can have fed it: it never joined self._changes.
+            changes.close()
         return changes
 
     def close(self) -> None:

@@ -344,7 +344,7 @@ class Progress(Widget):
             clamped = self._value > checked
         if clamped:
             self.value = checked  # the page's bar must not stay beyond the new end
-        self._rerender()
+        self.rerender()
 
     @staticmethod
     def _check_max(value: Any) -> float:

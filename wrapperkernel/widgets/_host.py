@@ -17,33 +17,50 @@ Threads: ``schedule`` is called from any thread (the dispatcher thread for page 
 the main thread for program values); the re-render thread sleeps until the earliest
 deadline; ``flush`` runs on the main thread. Must never: call widget code while holding
 the lock, or let a failing re-render stop the thread.
+
+What the host needs of a widget is the ``Rerenderable`` protocol below (ask whether the
+page holds it, re-render it). This module imports no widget module: the widgets depend
+on the host, never the other way round.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from wrapperkernel.comms_base import report_callback_error
 
-if TYPE_CHECKING:
-    from wrapperkernel.widgets._base import Widget
-
 RERENDER_DEBOUNCE_S = 0.5
 SHELL_ATTRIBUTE = "wrapperkernel_widgets"
+
+
+class Rerenderable(Protocol):
+    """A widget as the host sees it (``Widget`` in ``_base`` is the one implementation).
+
+    The host keys its schedule by the widget, so it must hash by identity, as objects
+    do by default.
+    """
+
+    def held_by_page(self) -> bool:
+        """True while the page holds the control: re-rendering now would disturb the user."""
+        ...
+
+    def rerender(self) -> None:
+        """Update the widget's outputs if its HTML changed since it was last published."""
+        ...
 
 
 class WidgetHost:
     def __init__(self, debounce_s: float = RERENDER_DEBOUNCE_S) -> None:
         self._debounce_s = debounce_s
         self._lock = threading.Condition(threading.Lock())
-        self._due: dict[Widget, float] = {}  # widget -> monotonic deadline
+        self._due: dict[Rerenderable, float] = {}  # widget -> monotonic deadline
         self._thread: threading.Thread | None = None
         self._shell: Any = None
         # The execution count of the cell in which comms.start() last failed: the other
         # widgets of that cell do not wait again for a page that is not there.
-        self.start_failed_in: int | None = None
+        self._start_failed_in: int | None = None
 
     @staticmethod
     def of_shell(shell: Any) -> WidgetHost:
@@ -64,7 +81,15 @@ class WidgetHost:
     def execution_count(self) -> int | None:
         return getattr(self._shell, "execution_count", None)
 
-    def schedule(self, widget: Widget) -> None:
+    def note_start_failed(self) -> None:
+        """A page did not connect in the running cell: its other widgets must not wait again."""
+        self._start_failed_in = self.execution_count
+
+    def start_failed_in_this_cell(self) -> bool:
+        """True when ``note_start_failed`` was called during the running cell."""
+        return self._start_failed_in == self.execution_count
+
+    def schedule(self, widget: Rerenderable) -> None:
         """Re-render ``widget`` once it has not changed for the debounce time."""
         with self._lock:
             self._due[widget] = time.monotonic() + self._debounce_s
@@ -86,8 +111,8 @@ class WidgetHost:
         for widget in widgets:
             self._rerender_or_wait(widget)
 
-    def _rerender_or_wait(self, widget: Widget) -> None:
-        if widget._held():
+    def _rerender_or_wait(self, widget: Rerenderable) -> None:
+        if widget.held_by_page():
             self.schedule(widget)  # checked again after the debounce time, and on release
             return
         _rerender(widget)
@@ -108,9 +133,9 @@ class WidgetHost:
                 self._rerender_or_wait(widget)
 
 
-def _rerender(widget: Widget) -> None:
+def _rerender(widget: Rerenderable) -> None:
     try:
-        widget._rerender()
+        widget.rerender()
     except Exception as error:  # noqa: BLE001 - the one catch-all of the re-render loop
         report_callback_error(
             f"wrapperkernel.widgets: re-rendering {widget!r} failed; the saved notebook may "
