@@ -22,6 +22,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
+from wrapperkernel.kernel import iopub
 from wrapperkernel.kernel.info import kernel_info_content
 from wrapperkernel.wire import messages as m
 from wrapperkernel.wire.transport import Incoming, Transport
@@ -352,23 +353,13 @@ class Kernel:
             else:
                 log.warning("comm frame %s but no comm router", kind)
             return
-        parent = self.parents.get(getattr(frame, "req", ""), {})
-        publish = self.transport.publish
-        if isinstance(frame, frames.StreamFrame):
-            publish("stream", {"name": frame.name, "text": frame.text}, parent)
-        elif isinstance(frame, frames.DisplayDataFrame):
-            msg_type = "update_display_data" if frame.update else "display_data"
-            publish(msg_type, {"data": frame.data, "metadata": frame.metadata,
-                               "transient": frame.transient}, parent)
-        elif isinstance(frame, frames.ExecuteResultFrame):
-            publish("execute_result", {"execution_count": frame.execution_count,
-                                       "data": frame.data, "metadata": frame.metadata}, parent)
-        elif isinstance(frame, frames.ErrorFrame):
-            publish("error", {"ename": frame.ename, "evalue": frame.evalue,
-                              "traceback": frame.traceback}, parent)
-        elif isinstance(frame, frames.ClearOutputFrame):
-            publish("clear_output", {"wait": frame.wait}, parent)
-        elif isinstance(frame, frames.InputRequestFrame):
+        published = iopub.publication(frame)
+        if published is not None:
+            # A cell's output, parented to its request (also after the reply: PARENTS_KEPT).
+            msg_type, content = published
+            self.transport.publish(msg_type, content, self.parents.get(getattr(frame, "req", ""), {}))
+            return
+        if isinstance(frame, frames.InputRequestFrame):
             self._input_request(frame)
         elif isinstance(frame, frames.ExecuteReplyFrame):
             self.next_execution_count = frame.next_execution_count
