@@ -333,9 +333,13 @@ FUZZED_TYPES = ["kernel_info_request", "comm_info_request", "is_complete_request
 FIELD_NAMES = ["code", "cursor_pos", "detail_level", "hist_access_type", "n", "target_name",
                "comm_id", "data", "target", "session", "start", "stop", "pattern"]
 
+# Frames that end at the delimiter are not fuzzed: the delimiter test above
+# (test_message_ending_at_the_delimiter_does_not_stop_the_kernel) sends exactly those.
+# Session.deserialize raises IndexError on them, which once ended the shell loop; the
+# transport drops them since f41454e.
 raw_frames = st.lists(
     st.one_of(st.binary(max_size=40), st.just(DELIM), st.just(b"{}")), min_size=1, max_size=8
-).filter(lambda frames: frames[-1] != DELIM)  # that case is a known bug, tested above
+).filter(lambda frames: frames[-1] != DELIM)
 signed_messages = st.tuples(
     st.sampled_from(FUZZED_TYPES),
     st.dictionaries(st.sampled_from(FIELD_NAMES), json_values, max_size=4),

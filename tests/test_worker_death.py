@@ -47,7 +47,10 @@ def test_worker_death_is_a_cell_error_saying_what_happened(
     assert LOST in shown[0]["evalue"]
 
 
-# Not strict: the reply races the new worker's start; most runs lose the next cell.
+# The WorkerDied reply leaves before the new worker has started, so the next cell can
+# arrive while there is no worker: the supervisor then holds its frame and writes it to
+# the new worker once that one starts (f41454e; before, the frame went to the dead
+# worker's socket and the cell never got a reply).
 def test_next_cell_runs_on_a_fresh_worker(own_kernel: KernelConnection) -> None:
     assert own_kernel.run("doomed = 'set before the crash'").status == "ok"
     assert own_kernel.run("import os; os._exit(3)").content["ename"] == "WorkerDied"
