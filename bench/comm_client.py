@@ -197,6 +197,16 @@ class Notebook:
         """The next IOPub message of a running request (stream, error, status...)."""
         return _get(self._by_parent[msg_id], timeout, what)
 
+    def put_back(self, msg_id: str, item: tuple[float, dict]) -> None:
+        """Return an item taken by ``next_output`` that ``finish`` must still see (the
+        request's error or idle status)."""
+        self._by_parent[msg_id].put(item)
+
+    def pending(self) -> list[str]:
+        """The requests sent on this connection whose ``finish`` has not returned."""
+        with self._lock:
+            return list(self._by_parent)
+
     def run(self, code: str, timeout: float = 30.0) -> str:
         """Execute, require status ok, return stdout."""
         msg_id = self.execute(code)

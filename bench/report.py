@@ -113,7 +113,7 @@ def count(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
@@ -259,7 +259,7 @@ def _targets(results: dict[str, Any], a: str, b: str) -> list[str]:
     if not lost_ok:
         missed.append(f"{a} lost {lost:,} stdout lines")
     out = ["### Targets", ""]
-    out += _table(["target", a, b, "ratio", "required", "result"], rows)
+    out += markdown_table(["target", a, b, "ratio", "required", "result"], rows)
     out.append("")
     if missed:
         out.append("Missed in this run: " + "; ".join(missed) + ".")
@@ -279,7 +279,7 @@ def _side_by_side(results: dict[str, Any], a: str, b: str,
             row.append(times(ratio(va, vb)))
         table_rows.append(row)
     header = ["", a, b] + (["ratio"] if with_ratio else [])
-    return _table(header, table_rows)
+    return markdown_table(header, table_rows)
 
 
 def _startup(results: dict[str, Any], a: str, b: str) -> list[str]:
@@ -354,7 +354,7 @@ def _throughput(results: dict[str, Any], a: str, b: str) -> list[str]:
          per_rep(tb, "stream_messages"), ""],
     ]
     out = [f"### stdout throughput ({lines:,} printed lines; {len(ta)} / {len(tb)} repetitions)", ""]
-    out += _table(["", a, b, "ratio"], table)
+    out += markdown_table(["", a, b, "ratio"], table)
     out.append("")
     return out
 
