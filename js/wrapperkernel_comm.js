@@ -8,8 +8,12 @@
  * {address, value} payloads both ways (DESIGN.md, "The address channel").
  *
  * Layout: pure builders first (uuid, headers, messages, websocket URL, batching, parsing
- * of incoming payloads); they touch no socket and no global. Then the registry of
- * subscriptions and synced variables, then the channel that owns the socket.
+ * of incoming payloads); they touch no socket and no global. Then the channel's life as a
+ * pure reducer, channelStep(state, event) -> {state, effects, result}: connecting ->
+ * open -> closed, the outbox, acknowledgements, pings and the hand-over to a successor;
+ * no I/O, no timer, no clock inside. Then the registry of subscriptions and synced
+ * variables, then the shell of a channel (createChannel), which owns the socket and the
+ * timers, feeds what happens to them to the reducer as events and performs its effects.
  *
  * Acknowledgements (flow control): a comm_msg from the kernel may carry an integer
  * `seq` in its Jupyter `metadata` (1, 2, 3, ... per comm). Once its items are delivered,
@@ -28,7 +32,7 @@
   "use strict";
 
   const TARGET_NAME = "wrapperkernel_comm";
-  const PROTOCOL_VERSION = "5.4";
+  const PROTOCOL_VERSION = "5.5"; // the kernel's too (kernel/info.py; tests/test_js_constants.py)
   const USERNAME = "wrapperkernel_comm";
   const OPEN_ACK_ADDRESS = "#comm_open_ack";
   const ACK_ADDRESS = "#ack";
@@ -310,6 +314,544 @@
     }
   }
 
+  // ------------------------------------------------------------------ the channel's life, pure
+
+  // Everything that decides what a channel does lives in channelStep(state, event), which
+  // returns {state, effects, result}: the next state, what to do (in order), and what a
+  // public call returns. It does no I/O, starts no timer and reads no clock: the socket,
+  // the timers and the page's API calls arrive as events, and what they should do leaves
+  // as effects, which the shell below (createChannel) performs without deciding anything.
+  // It never changes the state it is given; a state is a plain object, safe to keep.
+  //
+  // Phases: "connecting" --#comm_open_ack--> "open"; either --socket closed, comm_close
+  // from the kernel, close(), no socket--> "closed", never back. close() with values still
+  // queued passes through "closing": they leave first, in one synchronous send, and the
+  // comm_close follows; nothing else can happen meanwhile, so every other event is
+  // rejected there.
+  //
+  // Events (past tense):
+  //   page API:   sendCalled {address, value}, pingCalled {token}, closeCalled,
+  //               replaced {successor, isSelf}, queueHandedOver {entries, reason}
+  //   socket:     socketCreated {url}, socketFailed {error}, socketOpened,
+  //               socketErrored {detail}, socketClosed {code}
+  //   frames:     inputIgnored {problem, error}, kernelClosedComm, itemReceived {item},
+  //               messageHandled {seq} (see eventsOfFrame)
+  //   outcomes:   commOpenSent {ok}, commMsgsSent {chunks, sent}, readAnswered {address, json}
+  //   time:       flushCameDue (the microtask of scheduleFlush), timerFired {timer, token}
+  // Effects (imperative):
+  //   sendCommOpen -> commOpenSent; sendCommMsgs {chunks} (in order, stopping at the first
+  //   the socket refuses) -> commMsgsSent; sendCommClose; closeSocket; scheduleFlush ->
+  //   flushCameDue; startTimer {timer, token, ms} -> timerFired; cancelTimer {timer, token};
+  //   resolveReady; rejectReady {message}; followReady {successor}; settlePing {token,
+  //   answered}; handOver {successor, entries, reason}; forwardSend {successor, address,
+  //   value}; deliver {address, value}; answerReadRequest {address} -> readAnswered;
+  //   log {level, args}.
+  // Timers: "ack" (the acknowledgement delay) and "ping" (one per page ping, by token).
+
+  const CHANNEL_PHASES = Object.freeze(["connecting", "open", "closing", "closed"]);
+  const CHANNEL_EVENTS = Object.freeze([
+    "sendCalled", "pingCalled", "closeCalled", "replaced", "queueHandedOver",
+    "socketCreated", "socketFailed", "socketOpened", "socketErrored", "socketClosed",
+    "inputIgnored", "kernelClosedComm", "itemReceived", "messageHandled",
+    "commOpenSent", "commMsgsSent", "readAnswered",
+    "flushCameDue", "timerFired",
+  ]);
+  // A cell of the table that leaves the state as it is, with no effect: the event means
+  // nothing in that phase (a frame for a closed channel, a second close()).
+  const IGNORED = "ignored";
+  // A cell for an event that cannot happen in that phase unless this file has a bug
+  // (the outcome of an effect the phase never asks for): channelStep throws.
+  const REJECTED = "rejected";
+
+  class ChannelEventError extends Error {}
+
+  // The channel's config: DEFAULT_CONFIG with the kernel's values over it.
+  function channelConfig(rawConfig) {
+    const config = Object.freeze(Object.assign({}, DEFAULT_CONFIG, rawConfig));
+    if (!nonEmptyString(config.kernel_id)) {
+      throw new TypeError("wrapperkernel_comm: config.kernel_id must be a non-empty string");
+    }
+    return config;
+  }
+
+  // The outbox is a queue that never changes once made: a push returns a new queue that
+  // shares the old one, so a send costs the same however much is queued.
+  const EMPTY_QUEUE = Object.freeze({ front: Object.freeze([]), back: null, size: 0 });
+
+  function queuePush(queue, item) {
+    return { front: queue.front, back: { item: item, rest: queue.back }, size: queue.size + 1 };
+  }
+
+  function queueFrom(items) {
+    return items.length === 0 ? EMPTY_QUEUE : { front: items, back: null, size: items.length };
+  }
+
+  function queueItems(queue) {
+    const tail = [];
+    for (let node = queue.back; node !== null; node = node.rest) tail.push(node.item);
+    tail.reverse();
+    return queue.front.concat(tail);
+  }
+
+  function initialChannelState(config, commId) {
+    return {
+      phase: "connecting",
+      config: config,
+      commId: commId,
+      commOpenSent: false, // the socket took our comm_open, so close() owes a comm_close
+      outbox: EMPTY_QUEUE, // of {json, bytes, isAck}: waiting for the ack, a flush or a socket
+      flushScheduled: false,
+      // Acknowledgements of the kernel's numbered messages (see the top comment).
+      lastSeq: 0, // the highest seq handled
+      lastAckedSeq: 0, // the highest seq put in the outbox as an #ack
+      ackTimerRunning: false,
+      pings: [], // tokens of the page's pings that wait for their pong
+      // The channel that replaced this one for the same kernel. Page code that kept this
+      // channel (a script that awaited its `ready`) goes on working through it.
+      successor: undefined,
+    };
+  }
+
+  // The entries waiting in a state's outbox, oldest first.
+  function channelOutbox(state) {
+    return queueItems(state.outbox);
+  }
+
+  function valueItemJson(address, value) {
+    return '{"address":' + JSON.stringify(address) + ',"value":' + valueJson(address, value) + "}";
+  }
+
+  // ---- helpers of the transitions: `t` is the step being built, {given, state, effects,
+  // result}; `given` is the state channelStep was called with, which nothing writes.
+
+  function copyState(s) {
+    return {
+      phase: s.phase,
+      config: s.config,
+      commId: s.commId,
+      commOpenSent: s.commOpenSent,
+      outbox: s.outbox,
+      flushScheduled: s.flushScheduled,
+      lastSeq: s.lastSeq,
+      lastAckedSeq: s.lastAckedSeq,
+      ackTimerRunning: s.ackTimerRunning,
+      pings: s.pings,
+      successor: s.successor,
+    };
+  }
+
+  // Sets fields of the step's next state: a copy of the given one, made on the first write
+  // (one copy per step, however many fields it changes), then written in place. So a
+  // transition reads what it needs into locals before it changes it.
+  function change(t, fields) {
+    if (t.state === t.given) t.state = copyState(t.given);
+    Object.assign(t.state, fields);
+  }
+
+  function emit(t, effect) {
+    t.effects.push(effect);
+  }
+
+  function debug(t, ...args) {
+    if (t.state.config.debug === true) emit(t, { type: "log", level: "debug", args: ["wrapperkernel_comm:", ...args] });
+  }
+
+  function warn(t, message) {
+    emit(t, { type: "log", level: "warn", args: ["wrapperkernel_comm: " + message] });
+  }
+
+  function warnLost(t, count, reason) {
+    warn(t, `${reason}; dropped ${count} queued value(s) that were never sent`);
+  }
+
+  function scheduleFlush(t) {
+    const { phase, flushScheduled, outbox } = t.state;
+    if (phase !== "open" || flushScheduled || outbox.size === 0) return;
+    change(t, { flushScheduled: true });
+    emit(t, { type: "scheduleFlush" });
+  }
+
+  // Queues one item's JSON; false (and a warning) once closed.
+  function queueJson(t, address, json) {
+    if (t.state.phase === "closed") {
+      warn(t, `closed; dropped a value for ${JSON.stringify(address)}`);
+      return false;
+    }
+    const entry = { json: json, bytes: utf8ByteLength(json), isAck: address === ACK_ADDRESS };
+    change(t, { outbox: queuePush(t.state.outbox, entry) });
+    scheduleFlush(t);
+    return true;
+  }
+
+  function queueValue(t, address, value) {
+    return queueJson(t, address, valueItemJson(address, value));
+  }
+
+  // Everything queued leaves together, cut into chunks under the server's limits; the
+  // outcome (commMsgsSent) puts back what the socket refused.
+  function sendOutbox(t) {
+    const config = t.state.config;
+    const chunks = splitIntoChunks(queueItems(t.state.outbox), config.max_batch_items, config.max_batch_bytes);
+    change(t, { outbox: EMPTY_QUEUE });
+    emit(t, {
+      type: "sendCommMsgs",
+      chunks: chunks.map((entries) => ({ dataJson: dataJsonFor(entries.map((entry) => entry.json)), entries: entries })),
+    });
+  }
+
+  // An #ack for the highest seq handled, unless it was acknowledged already.
+  function queueAck(t) {
+    if (t.state.ackTimerRunning) {
+      change(t, { ackTimerRunning: false });
+      emit(t, { type: "cancelTimer", timer: "ack" });
+    }
+    const { phase, lastSeq, lastAckedSeq } = t.state;
+    if (phase === "closed" || lastSeq <= lastAckedSeq) return;
+    change(t, { lastAckedSeq: lastSeq });
+    queueJson(t, ACK_ADDRESS, ackItemJson(lastSeq));
+  }
+
+  function markClosed(t, reason) {
+    const { phase, ackTimerRunning, outbox, pings, successor } = t.state; // before they change
+    const acked = phase === "open" || phase === "closing";
+    change(t, { phase: "closed", outbox: EMPTY_QUEUE, pings: [], ackTimerRunning: false });
+    if (ackTimerRunning) emit(t, { type: "cancelTimer", timer: "ack" });
+    // An #ack counts this comm's messages: it means nothing on the successor's comm.
+    const queued = queueItems(outbox).filter((entry) => !entry.isAck);
+    if (queued.length > 0 && successor !== undefined) {
+      debug(t, `${reason}; handing ${queued.length} queued value(s) to the new channel`);
+      emit(t, { type: "handOver", successor: successor, entries: queued, reason: reason });
+    } else if (queued.length > 0) {
+      warnLost(t, queued.length, reason);
+    }
+    for (const token of pings) {
+      emit(t, { type: "cancelTimer", timer: "ping", token: token });
+      emit(t, { type: "settlePing", token: token, answered: false });
+    }
+    if (!acked && successor !== undefined) {
+      emit(t, { type: "followReady", successor: successor });
+    } else if (!acked) {
+      emit(t, { type: "rejectReady", message: `wrapperkernel_comm: ${reason} before the kernel acknowledged` });
+    }
+    emit(t, { type: "closeSocket" });
+    debug(t, `closed: ${reason}`);
+  }
+
+  function finishClose(t) {
+    if (t.state.commOpenSent) emit(t, { type: "sendCommClose" });
+    markClosed(t, "close() was called");
+  }
+
+  // ---- the transitions, one per cell of the table below
+
+  function sendQueued(t, event) {
+    t.result = queueValue(t, event.address, event.value);
+  }
+
+  function sendAfterClose(t, event) {
+    if (t.state.successor !== undefined) {
+      emit(t, { type: "forwardSend", successor: t.state.successor, address: event.address, value: event.value });
+    } else {
+      t.result = queueValue(t, event.address, event.value); // a bad value still throws; then dropped
+    }
+  }
+
+  function pingUnanswerable(t, event) {
+    emit(t, { type: "settlePing", token: event.token, answered: false });
+  }
+
+  function pingStarted(t, event) {
+    emit(t, { type: "startTimer", timer: "ping", token: event.token, ms: t.state.config.heartbeat_timeout_ms });
+    change(t, { pings: t.state.pings.concat([event.token]) });
+    queueValue(t, PING_ADDRESS, event.token);
+  }
+
+  function closeNow(t) {
+    change(t, { flushScheduled: false });
+    finishClose(t);
+  }
+
+  // What was sent before close() still leaves, before the comm_close.
+  function closeAfterSending(t) {
+    change(t, { flushScheduled: false });
+    if (t.state.outbox.size === 0) {
+      finishClose(t);
+      return;
+    }
+    change(t, { phase: "closing" });
+    sendOutbox(t);
+  }
+
+  function successorNamed(t, event) {
+    if (event.isSelf || t.state.successor !== undefined) return;
+    change(t, { successor: event.successor });
+  }
+
+  // Takes the queued entries of the channel this one replaced, after what is queued here
+  // (nothing, normally: a successor is handed over to as soon as it exists).
+  function queueAdopted(t, event) {
+    if (event.entries.length === 0) return;
+    let outbox = t.state.outbox;
+    for (const entry of event.entries) outbox = queuePush(outbox, entry);
+    change(t, { outbox: outbox });
+    scheduleFlush(t);
+  }
+
+  function queuePassedOn(t, event) {
+    if (event.entries.length === 0) return;
+    if (t.state.successor !== undefined) {
+      emit(t, { type: "handOver", successor: t.state.successor, entries: event.entries, reason: event.reason });
+    } else {
+      warnLost(t, event.entries.length, `${event.reason}, then this channel closed too`);
+    }
+  }
+
+  function socketCreated(t, event) {
+    debug(t, `connecting to ${event.url}`);
+  }
+
+  function socketFailed(t, event) {
+    emit(t, { type: "log", level: "error", args: ["wrapperkernel_comm: cannot open the websocket", event.error] });
+    markClosed(t, "the websocket could not be opened");
+  }
+
+  function socketOpened(t) {
+    emit(t, { type: "sendCommOpen" });
+  }
+
+  function commOpenSent(t, event) {
+    change(t, { commOpenSent: event.ok });
+    debug(t, `websocket open, comm_open sent for comm ${t.state.commId}`);
+  }
+
+  function socketErrored(t, event) {
+    debug(t, "websocket error", event.detail);
+  }
+
+  function socketClosed(t, event) {
+    markClosed(t, `the websocket closed${event.code === undefined ? "" : ` (code ${event.code})`}`);
+  }
+
+  function kernelClosedComm(t) {
+    markClosed(t, "the kernel closed the comm");
+  }
+
+  function inputIgnored(t, event) {
+    if (event.error === undefined) debug(t, `ignored ${event.problem}`);
+    else debug(t, `ignored ${event.problem}`, event.error);
+  }
+
+  function openAcked(t) {
+    if (t.state.phase !== "connecting") {
+      debug(t, "ignored a repeated #comm_open_ack");
+      return;
+    }
+    change(t, { phase: "open" });
+    debug(t, "acknowledged by the kernel");
+    emit(t, { type: "resolveReady" });
+    scheduleFlush(t);
+  }
+
+  function pongReceived(t, value) {
+    const index = t.state.pings.indexOf(value);
+    if (index < 0) return; // a pong for the kernel's own bookkeeping, or late
+    change(t, { pings: t.state.pings.filter((_, i) => i !== index) });
+    emit(t, { type: "cancelTimer", timer: "ping", token: value });
+    emit(t, { type: "settlePing", token: value, answered: true });
+  }
+
+  function itemReceived(t, event) {
+    const item = event.item;
+    if (item.read_request === true) {
+      emit(t, { type: "answerReadRequest", address: item.address });
+      return;
+    }
+    if (hasOwn(item, "read_error")) {
+      debug(t, `read_error for ${JSON.stringify(item.address)}: ${item.read_error}`);
+      return;
+    }
+    switch (item.address) {
+      case OPEN_ACK_ADDRESS:
+        openAcked(t);
+        return;
+      case PING_ADDRESS:
+        // Answer at once with the same value, so the kernel knows this page is alive.
+        queueValue(t, PONG_ADDRESS, item.value === undefined ? null : item.value);
+        return;
+      case PONG_ADDRESS:
+        pongReceived(t, item.value);
+        return;
+      default:
+        if (item.address.startsWith(PRIVATE_PREFIX)) {
+          debug(t, `ignored unknown private address ${JSON.stringify(item.address)}`);
+          return;
+        }
+        emit(t, { type: "deliver", address: item.address, value: item.value });
+    }
+  }
+
+  // A numbered message's items were handled: acknowledge at once after ack_every_msgs
+  // of them, else ack_delay_ms after the first unacknowledged one.
+  function messageHandled(t, event) {
+    const lastSeq = Math.max(t.state.lastSeq, event.seq);
+    const { lastAckedSeq, ackTimerRunning, config } = t.state;
+    change(t, { lastSeq: lastSeq });
+    if (lastSeq - lastAckedSeq >= config.ack_every_msgs) {
+      queueAck(t);
+    } else if (lastSeq > lastAckedSeq && !ackTimerRunning) {
+      change(t, { ackTimerRunning: true });
+      emit(t, { type: "startTimer", timer: "ack", ms: config.ack_delay_ms });
+    }
+  }
+
+  // A chunk the socket refused (closing, not open, send threw) stays queued with every
+  // chunk after it, in order, for a later flush, the successor, or the count in the
+  // warning of markClosed.
+  function commMsgsSent(t, event) {
+    if (event.sent < event.chunks.length) {
+      const unsent = event.chunks.slice(event.sent).flatMap((chunk) => chunk.entries);
+      change(t, { outbox: queueFrom(unsent.concat(queueItems(t.state.outbox))) });
+      debug(t, `sent ${event.sent} comm_msg(s); the websocket refused the rest, ${unsent.length} value(s) stay queued`);
+    } else {
+      debug(t, `sent ${event.chunks.length} comm_msg(s)`);
+    }
+    if (t.state.phase === "closing") finishClose(t);
+  }
+
+  function readAnswered(t, event) {
+    queueJson(t, event.address, event.json);
+  }
+
+  // Everything queued in one tick leaves together: fewer messages under the server's
+  // rate limit, and order kept.
+  function flushCameDue(t) {
+    change(t, { flushScheduled: false });
+    if (t.state.outbox.size > 0) sendOutbox(t);
+  }
+
+  function timerFired(t, event) {
+    if (event.timer === "ack") {
+      change(t, { ackTimerRunning: false });
+      queueAck(t);
+    } else if (event.timer === "ping") {
+      const index = t.state.pings.indexOf(event.token);
+      if (index < 0) return; // answered already
+      change(t, { pings: t.state.pings.filter((_, i) => i !== index) });
+      emit(t, { type: "settlePing", token: event.token, answered: false });
+    } else {
+      throw new ChannelEventError(`wrapperkernel_comm: no timer is called ${JSON.stringify(event.timer)}`);
+    }
+  }
+
+  // What every event does in every phase: a transition, IGNORED or REJECTED.
+  const CHANNEL_TABLE = Object.freeze({
+    connecting: Object.freeze({
+      sendCalled: sendQueued,
+      pingCalled: pingUnanswerable,
+      closeCalled: closeNow,
+      replaced: successorNamed,
+      queueHandedOver: queueAdopted,
+      socketCreated: socketCreated,
+      socketFailed: socketFailed,
+      socketOpened: socketOpened,
+      socketErrored: socketErrored,
+      socketClosed: socketClosed,
+      inputIgnored: inputIgnored,
+      kernelClosedComm: kernelClosedComm,
+      itemReceived: itemReceived,
+      messageHandled: messageHandled,
+      commOpenSent: commOpenSent,
+      commMsgsSent: REJECTED, // nothing is sent before the ack
+      readAnswered: readAnswered,
+      flushCameDue: IGNORED, // never scheduled before the ack
+      timerFired: timerFired,
+    }),
+    open: Object.freeze({
+      sendCalled: sendQueued,
+      pingCalled: pingStarted,
+      closeCalled: closeAfterSending,
+      replaced: successorNamed,
+      queueHandedOver: queueAdopted,
+      socketCreated: REJECTED, // the socket is created before anything else happens
+      socketFailed: REJECTED,
+      socketOpened: IGNORED, // a websocket opens once, and before the ack
+      socketErrored: socketErrored,
+      socketClosed: socketClosed,
+      inputIgnored: inputIgnored,
+      kernelClosedComm: kernelClosedComm,
+      itemReceived: itemReceived,
+      messageHandled: messageHandled,
+      commOpenSent: REJECTED, // the outcome of sendCommOpen, which only connecting asks for
+      commMsgsSent: commMsgsSent,
+      readAnswered: readAnswered,
+      flushCameDue: flushCameDue,
+      timerFired: timerFired,
+    }),
+    // close() is sending the last values: the socket send is synchronous and runs no page
+    // code, so only its outcome can arrive.
+    closing: Object.freeze(
+      Object.fromEntries(CHANNEL_EVENTS.map((type) => [type, type === "commMsgsSent" ? commMsgsSent : REJECTED])),
+    ),
+    closed: Object.freeze({
+      sendCalled: sendAfterClose,
+      pingCalled: pingUnanswerable,
+      closeCalled: IGNORED, // closing twice is harmless
+      replaced: successorNamed,
+      queueHandedOver: queuePassedOn,
+      socketCreated: REJECTED,
+      socketFailed: REJECTED,
+      socketOpened: IGNORED, // closed before its socket opened
+      socketErrored: socketErrored,
+      socketClosed: IGNORED,
+      inputIgnored: IGNORED, // nothing is read after close
+      kernelClosedComm: IGNORED,
+      itemReceived: IGNORED,
+      messageHandled: IGNORED, // no #ack after close
+      commOpenSent: REJECTED,
+      commMsgsSent: REJECTED,
+      readAnswered: REJECTED, // asked for by itemReceived, which a closed channel ignores
+      flushCameDue: IGNORED, // scheduled before the close
+      timerFired: IGNORED, // every timer was cancelled at the close
+    }),
+  });
+
+  function channelStep(state, event) {
+    const row = hasOwn(CHANNEL_TABLE, state.phase) ? CHANNEL_TABLE[state.phase] : undefined;
+    const type = isObject(event) ? event.type : undefined;
+    const cell = row !== undefined && typeof type === "string" && hasOwn(row, type) ? row[type] : undefined;
+    if (cell === undefined || cell === REJECTED) {
+      throw new ChannelEventError(
+        `wrapperkernel_comm: the event ${JSON.stringify(type)} cannot happen while ${JSON.stringify(state.phase)}`,
+      );
+    }
+    const t = { given: state, state: state, effects: [], result: undefined };
+    if (cell !== IGNORED) cell(t, event);
+    return { state: t.state, effects: t.effects, result: t.result };
+  }
+
+  // The events one websocket frame means for the comm `commId`, in the order channelStep
+  // takes them: the problems of a malformed message, its items, then (for a numbered
+  // message) that it was handled, even when some of its items made no sense.
+  function eventsOfFrame(data, commId) {
+    if (typeof data !== "string") return [{ type: "inputIgnored", problem: "a non-text websocket frame" }];
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch (err) {
+      return [{ type: "inputIgnored", problem: "a websocket frame that is not JSON", error: err }];
+    }
+    const meaning = classifyMessage(msg, commId);
+    if (meaning.kind === "close") return [{ type: "kernelClosedComm" }];
+    if (meaning.kind === "ignore") {
+      return meaning.problem === undefined ? [] : [{ type: "inputIgnored", problem: meaning.problem }];
+    }
+    const { items, problems } = itemsOf(meaning.data);
+    const events = problems.map((problem) => ({ type: "inputIgnored", problem: problem }));
+    for (const item of items) events.push({ type: "itemReceived", item: item });
+    if (meaning.seq !== undefined) events.push({ type: "messageHandled", seq: meaning.seq });
+    return events;
+  }
+
   // ------------------------------------------------------------------ registry
 
   // Subscriptions and synced variables. It outlives one connection: when the kernel
@@ -372,6 +914,64 @@
     return { api: api, receive: receive };
   }
 
+  function subscribe(registry, address, callback) {
+    checkAddress(address);
+    checkCallback(callback);
+    const id = registry.nextId++;
+    if (!registry.byAddress.has(address)) registry.byAddress.set(address, new Map());
+    registry.byAddress.get(address).set(id, callback);
+    registry.addressOfId.set(id, address);
+    return id;
+  }
+
+  function unsubscribe(registry, id) {
+    const address = registry.addressOfId.get(id);
+    if (address === undefined) return false;
+    registry.addressOfId.delete(id);
+    const callbacks = registry.byAddress.get(address);
+    callbacks.delete(id);
+    if (callbacks.size === 0) registry.byAddress.delete(address);
+    return true;
+  }
+
+  // One synced variable per address: asking again returns the same object and keeps
+  // its current value (`initial` is used only on creation). `initial` may be any JSON
+  // value; undefined means "no value yet" (a kernel read then gets a read_error).
+  function newSyncedVariable(registry, address, initial, console) {
+    checkAddress(address);
+    const existing = registry.variables.get(address);
+    if (existing !== undefined) return existing.api;
+    if (initial !== undefined) valueJson(address, initial);
+    const variable = createSyncedVariable(registry, address, initial, console);
+    registry.variables.set(address, variable);
+    return variable.api;
+  }
+
+  // Hands a value from the kernel to the synced variable of its address, then to its
+  // subscribers.
+  function deliver(registry, address, value, console) {
+    const variable = registry.variables.get(address);
+    if (variable !== undefined) variable.receive(value);
+    const callbacks = registry.byAddress.get(address);
+    if (callbacks !== undefined) callEach(callbacks.values(), address, value, console);
+  }
+
+  // The item that answers the kernel's read_request for `address`: the synced variable's
+  // value, or a read_error saying why there is none.
+  function readAnswerJson(registry, address) {
+    const variable = registry.variables.get(address);
+    let problem = null;
+    if (variable === undefined) {
+      problem =
+        `the page has no synced variable for ${JSON.stringify(address)}: create one with ` +
+        "wrapperkernel_comm.newSyncedVariable(address, initial)";
+    } else if (variable.api.get() === undefined) {
+      problem = `the synced variable for ${JSON.stringify(address)} has no value yet`;
+    }
+    if (problem === null) return valueItemJson(address, variable.api.get());
+    return JSON.stringify({ address: address, read_error: problem });
+  }
+
   // ------------------------------------------------------------------ the channel
 
   function resolveDeps(deps) {
@@ -393,29 +993,23 @@
     };
   }
 
+  function timerKey(timer, token) {
+    return timer === "ping" ? "ping " + token : timer;
+  }
+
+  // The shell of one channel: it owns the socket, the timers, the `ready` promise and the
+  // page's API, turns what happens to them into events for channelStep, and performs the
+  // effects it returns. It decides nothing: every "if" about the channel's life is in
+  // channelStep. Effects are performed in order, right after the state they belong to is
+  // kept, so a subscriber that calls send() or close() from a delivery sees that state.
   function createChannel(rawConfig, d, registry) {
-    const config = Object.freeze(Object.assign({}, DEFAULT_CONFIG, rawConfig));
-    if (!nonEmptyString(config.kernel_id)) {
-      throw new TypeError("wrapperkernel_comm: config.kernel_id must be a non-empty string");
-    }
-    const debug = (...args) => {
-      if (config.debug === true) d.console.debug("wrapperkernel_comm:", ...args);
-    };
+    const config = channelConfig(rawConfig);
     const sessionId = newUuid(d.crypto);
     const commId = newUuid(d.crypto);
-
-    let state = "connecting"; // -> "open" on #comm_open_ack -> "closed"; never back
-    let commOpenSent = false;
-    let outbox = []; // [{json, bytes, isAck}] waiting for the open ack, the next microtask or a socket
-    let flushScheduled = false;
-    // Acknowledgements of the kernel's numbered messages (see the top comment).
-    let lastSeq = 0; // the highest seq handled
-    let lastAckedSeq = 0; // the highest seq put in the outbox as an #ack
-    let ackTimer = null;
-    const pendingPings = new Map(); // ping value -> {resolve, timer}
-    // The channel that replaced this one for the same kernel. Page code that kept this
-    // channel (a script that awaited its `ready`) goes on working through it.
-    let successor = null;
+    let state = initialChannelState(config, commId);
+    let socket = null;
+    const timers = new Map(); // timerKey -> handle of d.setTimeout
+    const pingAnswers = new Map(); // ping token -> resolve of the promise ping() returned
     let resolveReady;
     let rejectReady;
     const ready = new Promise((resolve, reject) => {
@@ -425,9 +1019,11 @@
     // A page that never awaits `ready` must not get an "unhandled rejection" on close.
     ready.catch(() => {});
 
+    // Only for failures of the socket itself; what the channel logs comes as log effects.
+    const debugIo = (...args) => {
+      if (config.debug === true) d.console.debug("wrapperkernel_comm:", ...args);
+    };
     const header = (msgType) => makeHeader(msgType, sessionId, newUuid(d.crypto), d.now());
-
-    let socket = null;
 
     function sendFrame(text) {
       if (socket === null || socket.readyState !== WS_OPEN) return false;
@@ -440,302 +1036,133 @@
       }
     }
 
-    function enqueueJson(address, json) {
-      if (state === "closed") {
-        d.console.warn(`wrapperkernel_comm: closed; dropped a value for ${JSON.stringify(address)}`);
-        return false;
+    function dispatch(event) {
+      const step = channelStep(state, event);
+      state = step.state;
+      let result = step.result;
+      for (const effect of step.effects) {
+        const returned = perform(effect);
+        if (effect.type === "forwardSend") result = returned; // the successor's answer is the caller's
       }
-      outbox.push({ json: json, bytes: utf8ByteLength(json), isAck: address === ACK_ADDRESS });
-      scheduleFlush();
-      return true;
+      return result;
     }
 
-    // Takes the queued entries of the channel this one replaced, after what is queued
-    // here (nothing, normally: a successor is handed over to as soon as it exists).
-    function adopt(entries, reason) {
-      if (entries.length === 0) return;
-      if (state === "closed" && successor !== null) {
-        successor._adopt(entries, reason);
-      } else if (state === "closed") {
-        warnLost(entries.length, `${reason}, then this channel closed too`);
-      } else {
-        for (const entry of entries) outbox.push(entry);
-        scheduleFlush();
-      }
-    }
-
-    function warnLost(count, reason) {
-      d.console.warn(`wrapperkernel_comm: ${reason}; dropped ${count} queued value(s) that were never sent`);
-    }
-
-    function enqueueValue(address, value) {
-      const json = '{"address":' + JSON.stringify(address) + ',"value":' + valueJson(address, value) + "}";
-      return enqueueJson(address, json);
-    }
-
-    function scheduleFlush() {
-      if (state !== "open" || flushScheduled || outbox.length === 0) return;
-      flushScheduled = true;
-      d.queueMicrotask(flush);
-    }
-
-    // Everything queued in one tick leaves together: fewer messages under the server's
-    // rate limit, and order kept. A chunk the socket refuses (closing, not open, send
-    // threw) stays queued with every chunk after it, in order, for a later flush, the
-    // successor, or the count in markClosed's warning.
-    function flush() {
-      flushScheduled = false;
-      if (state !== "open" || outbox.length === 0) return;
-      const chunks = splitIntoChunks(outbox, config.max_batch_items, config.max_batch_bytes);
-      outbox = [];
-      for (let i = 0; i < chunks.length; i++) {
-        const dataJson = dataJsonFor(chunks[i].map((entry) => entry.json));
-        if (!sendFrame(encodeCommMsgFrame(header("comm_msg"), commId, dataJson))) {
-          const unsent = chunks.slice(i).flat();
-          outbox = unsent.concat(outbox);
-          debug(`sent ${i} comm_msg(s); the websocket refused the rest, ${unsent.length} value(s) stay queued`);
-          return;
-        }
-      }
-      debug(`sent ${chunks.length} comm_msg(s)`);
-    }
-
-    // An #ack for the highest seq handled, unless it was acknowledged already.
-    function queueAck() {
-      if (ackTimer !== null) {
-        d.clearTimeout(ackTimer);
-        ackTimer = null;
-      }
-      if (state === "closed" || lastSeq <= lastAckedSeq) return;
-      lastAckedSeq = lastSeq;
-      enqueueJson(ACK_ADDRESS, ackItemJson(lastSeq));
-    }
-
-    // Called once a numbered message's items were handled.
-    function noteSeq(seq) {
-      if (seq === undefined || state === "closed") return;
-      if (seq > lastSeq) lastSeq = seq;
-      if (lastSeq - lastAckedSeq >= config.ack_every_msgs) {
-        queueAck();
-      } else if (lastSeq > lastAckedSeq && ackTimer === null) {
-        ackTimer = d.setTimeout(() => {
-          ackTimer = null;
-          queueAck();
-        }, config.ack_delay_ms);
-      }
-    }
-
-    function markClosed(reason) {
-      if (state === "closed") return;
-      const acked = state === "open";
-      state = "closed";
-      if (ackTimer !== null) {
-        d.clearTimeout(ackTimer);
-        ackTimer = null;
-      }
-      // An #ack counts this comm's messages: it means nothing on the successor's comm.
-      const queued = outbox.filter((entry) => !entry.isAck);
-      outbox = [];
-      if (queued.length > 0 && successor !== null) {
-        debug(`${reason}; handing ${queued.length} queued value(s) to the new channel`);
-        successor._adopt(queued, reason);
-      } else if (queued.length > 0) {
-        warnLost(queued.length, reason);
-      }
-      for (const [, pending] of pendingPings) {
-        d.clearTimeout(pending.timer);
-        pending.resolve(false);
-      }
-      pendingPings.clear();
-      if (!acked && successor !== null) {
-        successor.ready.then(resolveReady, rejectReady);
-      } else if (!acked) {
-        rejectReady(new Error(`wrapperkernel_comm: ${reason} before the kernel acknowledged`));
-      }
-      if (socket !== null && socket.readyState <= WS_OPEN) {
-        try {
-          socket.close();
-        } catch (err) {
-          debug("websocket close failed", err);
-        }
-      }
-      debug(`closed: ${reason}`);
-    }
-
-    function onOpenAck() {
-      if (state !== "connecting") {
-        debug("ignored a repeated #comm_open_ack");
-        return;
-      }
-      state = "open";
-      debug("acknowledged by the kernel");
-      resolveReady(channel);
-      scheduleFlush();
-    }
-
-    function onPong(value) {
-      const pending = pendingPings.get(value);
-      if (pending === undefined) return; // a pong for the kernel's own bookkeeping, or late
-      pendingPings.delete(value);
-      d.clearTimeout(pending.timer);
-      pending.resolve(true);
-    }
-
-    function answerReadRequest(address) {
-      const variable = registry.variables.get(address);
-      let problem = null;
-      if (variable === undefined) {
-        problem =
-          `the page has no synced variable for ${JSON.stringify(address)}: create one with ` +
-          "wrapperkernel_comm.newSyncedVariable(address, initial)";
-      } else if (variable.api.get() === undefined) {
-        problem = `the synced variable for ${JSON.stringify(address)} has no value yet`;
-      }
-      if (problem === null) {
-        enqueueValue(address, variable.api.get());
-      } else {
-        enqueueJson(address, JSON.stringify({ address: address, read_error: problem }));
-      }
-    }
-
-    function deliver(address, value) {
-      const variable = registry.variables.get(address);
-      if (variable !== undefined) variable.receive(value);
-      const callbacks = registry.byAddress.get(address);
-      if (callbacks !== undefined) callEach(callbacks.values(), address, value, d.console);
-    }
-
-    function onItem(item) {
-      if (item.read_request === true) {
-        answerReadRequest(item.address);
-        return;
-      }
-      if (hasOwn(item, "read_error")) {
-        debug(`read_error for ${JSON.stringify(item.address)}: ${item.read_error}`);
-        return;
-      }
-      switch (item.address) {
-        case OPEN_ACK_ADDRESS:
-          onOpenAck();
-          return;
-        case PING_ADDRESS:
-          // Answer at once with the same value, so the kernel knows this page is alive.
-          enqueueValue(PONG_ADDRESS, item.value === undefined ? null : item.value);
-          return;
-        case PONG_ADDRESS:
-          onPong(item.value);
-          return;
-        default:
-          if (item.address.startsWith(PRIVATE_PREFIX)) {
-            debug(`ignored unknown private address ${JSON.stringify(item.address)}`);
-            return;
+    function perform(effect) {
+      switch (effect.type) {
+        case "sendCommOpen":
+          dispatch({ type: "commOpenSent", ok: sendFrame(JSON.stringify(makeCommOpen(header("comm_open"), commId, config.kernel_id))) });
+          return undefined;
+        case "sendCommMsgs": {
+          // In order; a frame after a refused one would overtake it, so the rest wait.
+          let sent = 0;
+          while (sent < effect.chunks.length &&
+                 sendFrame(encodeCommMsgFrame(header("comm_msg"), commId, effect.chunks[sent].dataJson))) {
+            sent++;
           }
-          deliver(item.address, item.value);
+          dispatch({ type: "commMsgsSent", chunks: effect.chunks, sent: sent });
+          return undefined;
+        }
+        case "sendCommClose":
+          sendFrame(JSON.stringify(makeCommClose(header("comm_close"), commId)));
+          return undefined;
+        case "closeSocket":
+          if (socket !== null && socket.readyState <= WS_OPEN) {
+            try {
+              socket.close();
+            } catch (err) {
+              debugIo("websocket close failed", err);
+            }
+          }
+          return undefined;
+        case "scheduleFlush":
+          d.queueMicrotask(() => dispatch({ type: "flushCameDue" }));
+          return undefined;
+        case "startTimer": {
+          const key = timerKey(effect.timer, effect.token);
+          const handle = d.setTimeout(() => {
+            if (timers.get(key) === handle) timers.delete(key);
+            dispatch({ type: "timerFired", timer: effect.timer, token: effect.token });
+          }, effect.ms);
+          timers.set(key, handle);
+          return undefined;
+        }
+        case "cancelTimer": {
+          const key = timerKey(effect.timer, effect.token);
+          const handle = timers.get(key);
+          if (handle !== undefined) {
+            timers.delete(key);
+            d.clearTimeout(handle);
+          }
+          return undefined;
+        }
+        case "resolveReady":
+          resolveReady(channel);
+          return undefined;
+        case "rejectReady":
+          rejectReady(new Error(effect.message));
+          return undefined;
+        case "followReady":
+          effect.successor.ready.then(resolveReady, rejectReady);
+          return undefined;
+        case "settlePing": {
+          const resolve = pingAnswers.get(effect.token);
+          if (resolve !== undefined) {
+            pingAnswers.delete(effect.token);
+            resolve(effect.answered);
+          }
+          return undefined;
+        }
+        case "handOver":
+          effect.successor._adopt(effect.entries, effect.reason);
+          return undefined;
+        case "forwardSend":
+          return effect.successor.send(effect.address, effect.value);
+        case "deliver":
+          deliver(registry, effect.address, effect.value, d.console);
+          return undefined;
+        case "answerReadRequest":
+          dispatch({ type: "readAnswered", address: effect.address, json: readAnswerJson(registry, effect.address) });
+          return undefined;
+        case "log":
+          d.console[effect.level](...effect.args);
+          return undefined;
+        default:
+          throw new ChannelEventError(`wrapperkernel_comm: no effect is called ${JSON.stringify(effect.type)}`);
       }
-    }
-
-    function onFrame(event) {
-      if (state === "closed") return;
-      const text = event === null || event === undefined ? undefined : event.data;
-      if (typeof text !== "string") {
-        debug("ignored a non-text websocket frame");
-        return;
-      }
-      let msg;
-      try {
-        msg = JSON.parse(text);
-      } catch (err) {
-        debug("ignored a websocket frame that is not JSON", err);
-        return;
-      }
-      const meaning = classifyMessage(msg, commId);
-      if (meaning.kind === "close") {
-        markClosed("the kernel closed the comm");
-        return;
-      }
-      if (meaning.kind === "ignore") {
-        if (meaning.problem !== undefined) debug(`ignored ${meaning.problem}`);
-        return;
-      }
-      const { items, problems } = itemsOf(meaning.data);
-      for (const problem of problems) debug(`ignored ${problem}`);
-      for (const item of items) {
-        if (state === "closed") return; // a subscriber may have closed the channel
-        onItem(item);
-      }
-      noteSeq(meaning.seq); // handled, even when some of its items made no sense
     }
 
     // ---- public API
 
     function send(address, value) {
       checkAddress(address);
-      if (state === "closed" && successor !== null) return successor.send(address, value);
-      return enqueueValue(address, value);
+      return dispatch({ type: "sendCalled", address: address, value: value });
     }
 
     // Called by install() before it closes this channel in favour of `next`.
     function handOver(next) {
-      if (successor === null && next !== channel) successor = next;
+      dispatch({ type: "replaced", successor: next, isSelf: next === channel });
     }
 
-    function subscribe(address, callback) {
-      checkAddress(address);
-      checkCallback(callback);
-      const id = registry.nextId++;
-      if (!registry.byAddress.has(address)) registry.byAddress.set(address, new Map());
-      registry.byAddress.get(address).set(id, callback);
-      registry.addressOfId.set(id, address);
-      return id;
-    }
-
-    function unsubscribe(id) {
-      const address = registry.addressOfId.get(id);
-      if (address === undefined) return false;
-      registry.addressOfId.delete(id);
-      const callbacks = registry.byAddress.get(address);
-      callbacks.delete(id);
-      if (callbacks.size === 0) registry.byAddress.delete(address);
-      return true;
-    }
-
-    // One synced variable per address: asking again returns the same object and keeps
-    // its current value (`initial` is used only on creation). `initial` may be any JSON
-    // value; undefined means "no value yet" (a kernel read then gets a read_error).
-    function newSyncedVariable(address, initial) {
-      checkAddress(address);
-      const existing = registry.variables.get(address);
-      if (existing !== undefined) return existing.api;
-      if (initial !== undefined) valueJson(address, initial);
-      const variable = createSyncedVariable(registry, address, initial, d.console);
-      registry.variables.set(address, variable);
-      return variable.api;
+    function adopt(entries, reason) {
+      dispatch({ type: "queueHandedOver", entries: entries, reason: reason });
     }
 
     // Resolves true when the kernel answers within heartbeat_timeout_ms, else false.
     function ping() {
-      if (state !== "open") return Promise.resolve(false);
       const token = newUuid(d.crypto);
       return new Promise((resolve) => {
-        const timer = d.setTimeout(() => {
-          pendingPings.delete(token);
-          resolve(false);
-        }, config.heartbeat_timeout_ms);
-        pendingPings.set(token, { resolve: resolve, timer: timer });
-        enqueueValue(PING_ADDRESS, token);
+        pingAnswers.set(token, resolve);
+        dispatch({ type: "pingCalled", token: token });
       });
     }
 
     function close() {
-      if (state === "closed") return;
-      if (state === "open") flush(); // what was sent before close() still leaves
-      if (commOpenSent) sendFrame(JSON.stringify(makeCommClose(header("comm_close"), commId)));
-      markClosed("close() was called");
+      dispatch({ type: "closeCalled" });
     }
 
     const channel = {
       get state() {
-        return state;
+        return state.phase;
       },
       ready: ready,
       config: config,
@@ -744,9 +1171,9 @@
       sessionId: sessionId,
       url: undefined,
       send: send,
-      subscribe: subscribe,
-      unsubscribe: unsubscribe,
-      newSyncedVariable: newSyncedVariable,
+      subscribe: (address, callback) => subscribe(registry, address, callback),
+      unsubscribe: (id) => unsubscribe(registry, id),
+      newSyncedVariable: (address, initial) => newSyncedVariable(registry, address, initial, d.console),
       ping: ping,
       close: close,
     };
@@ -759,22 +1186,19 @@
       channel.url = channelsUrl(readPageConfig(d.document), d.location, config.kernel_id, sessionId);
       socket = new d.WebSocket(channel.url);
     } catch (err) {
-      d.console.error("wrapperkernel_comm: cannot open the websocket", err);
-      markClosed("the websocket could not be opened");
+      dispatch({ type: "socketFailed", error: err });
       return Object.freeze(channel);
     }
-    socket.onopen = () => {
-      if (state === "closed") return;
-      commOpenSent = sendFrame(JSON.stringify(makeCommOpen(header("comm_open"), commId, config.kernel_id)));
-      debug(`websocket open, comm_open sent for comm ${commId}`);
+    socket.onopen = () => dispatch({ type: "socketOpened" });
+    socket.onmessage = (event) => {
+      const data = event === null || event === undefined ? undefined : event.data;
+      for (const frameEvent of eventsOfFrame(data, commId)) dispatch(frameEvent);
     };
-    socket.onmessage = onFrame;
-    socket.onerror = (event) => debug("websocket error", event);
+    socket.onerror = (event) => dispatch({ type: "socketErrored", detail: event });
     socket.onclose = (event) => {
-      const code = event && event.code !== undefined ? ` (code ${event.code})` : "";
-      markClosed(`the websocket closed${code}`);
+      dispatch({ type: "socketClosed", code: event === null || event === undefined ? undefined : event.code });
     };
-    debug(`connecting to ${channel.url}`);
+    dispatch({ type: "socketCreated", url: channel.url });
     return Object.freeze(channel);
   }
 
@@ -789,7 +1213,8 @@
     const replaceable =
       previous !== undefined && previous !== null && typeof previous.close === "function";
     const sameKernel =
-      replaceable && previous._registry !== undefined && config && previous.kernelId === config.kernel_id;
+      replaceable && previous._registry !== undefined && config !== undefined && config !== null &&
+      previous.kernelId === config.kernel_id;
     const channel = createChannel(config, d, sameKernel ? previous._registry : createRegistry());
     if (replaceable) {
       try {
@@ -824,6 +1249,18 @@
       classifyMessage: classifyMessage,
       itemsOf: itemsOf,
       DEFAULT_CONFIG: DEFAULT_CONFIG,
+      // the channel's life (tested in js/test/reducer.test.js)
+      channelConfig: channelConfig,
+      initialChannelState: initialChannelState,
+      channelStep: channelStep,
+      channelOutbox: channelOutbox,
+      eventsOfFrame: eventsOfFrame,
+      CHANNEL_PHASES: CHANNEL_PHASES,
+      CHANNEL_EVENTS: CHANNEL_EVENTS,
+      CHANNEL_TABLE: CHANNEL_TABLE,
+      IGNORED: IGNORED,
+      REJECTED: REJECTED,
+      ChannelEventError: ChannelEventError,
     };
   }
 })();

@@ -53,7 +53,7 @@ test("readPageConfig: parses the element, tolerates absence and bad JSON", () =>
   assert.deepEqual(wk.readPageConfig(undefined), {});
 });
 
-test("makeHeader: every field JupyterLab validates, version 5.4, ISO date", () => {
+test("makeHeader: every field JupyterLab validates, version 5.5 (the kernel's), ISO date", () => {
   const date = new Date(Date.UTC(2024, 0, 2, 3, 4, 5, 6));
   const header = wk.makeHeader("comm_msg", SESSION, "m-1", date);
   assert.deepEqual(header, {
@@ -62,7 +62,7 @@ test("makeHeader: every field JupyterLab validates, version 5.4, ISO date", () =
     username: "wrapperkernel_comm",
     session: SESSION,
     date: "2024-01-02T03:04:05.006Z",
-    version: "5.4",
+    version: "5.5",
   });
 });
 

@@ -139,7 +139,7 @@ test("comm_open is sent on websocket open, with a complete header", () => {
   const [open] = frames;
   assert.deepEqual(Object.keys(open.header).sort(), ["date", "msg_id", "msg_type", "session", "username", "version"]);
   assert.equal(open.header.msg_type, "comm_open");
-  assert.equal(open.header.version, "5.4");
+  assert.equal(open.header.version, "5.5");
   assert.equal(open.header.session, h.channel.sessionId);
   assert.equal(new Date(open.header.date).toISOString(), open.header.date);
   assert.ok(open.header.msg_id.length > 0 && open.header.username.length > 0);
@@ -408,7 +408,7 @@ test("close(): pending values leave, then comm_close; nothing after", async () =
   const close = frames[2];
   assert.deepEqual(close.content, { comm_id: h.channel.commId, data: {} });
   assert.equal(close.channel, "shell");
-  assert.equal(close.header.version, "5.4");
+  assert.equal(close.header.version, "5.5");
   assert.equal(close.header.session, h.channel.sessionId);
 
   h.socket.readyState = 1; // even if the socket still accepted frames
