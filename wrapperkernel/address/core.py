@@ -1,16 +1,18 @@
-"""The address channel's connection state machine: events in, actions out, no I/O.
+"""The address channel's state machine: events in, actions out, no I/O.
 
 Owns the lifecycle of the one page client a kernel talks to (DESIGN.md, "The address
 channel"): publishing the install script, accepting the page's ``comm_open``,
 heartbeats, reinstalling after a stale connection, giving up on a page that never
-connects; the program requests waiting for a connection; the reads waiting for the
-page's answer; the set of addresses the program subscribed to; and the delivery of the
-program's values, through the ``Outbox`` it owns, until the page acknowledges them.
+connects; the lifecycle of each program request (waiting for a connection, asked of
+the page, sending, answered); the set of addresses the program subscribed to; and the
+delivery of the program's values, through the ``Outbox`` it owns, until the page
+acknowledges them.
 
 Must never: touch a socket, read a clock, start a thread, use asyncio or logging, or
-import another wrapperkernel module than ``comm.defaults`` (constants) and
-``comm.outbox`` (pure). Time arrives on events (``now_s``); timeouts leave as
-``StartTimer`` and come back as ``TimerFired``; log lines leave as ``Log``.
+import another wrapperkernel module than ``address.events`` (its vocabulary),
+``address.payloads`` (parsing of what the page sends), ``address.outbox`` (pacing) and
+``address.defaults`` (constants), all pure. Time arrives on events (``now_s``); timeouts leave as ``StartTimer``
+and come back as ``TimerFired``; log lines leave as ``Log``.
 
 The delivery contract (docs/comms-api.md, "Delivery"): every value the program sends is
 either handed to a live page connection or reported to the program as not delivered.
@@ -22,13 +24,14 @@ queued, in order, for the next page, after its ack; nothing is published to a co
 core knows is gone. The program bounds what it has unanswered (its send blocks past
 the bound), so the kernel's queue to the page is bounded too.
 
-Rule (after h11's ``_state.py``): everything that changes the connection state lives
-in this file, and every state change goes through the ``TRANSITIONS`` table below. A
-(state, trigger) pair missing from the table is *our* bug and raises
+Rule (after h11's ``_state.py``): everything that changes the connection's state or a
+request's state lives in this file, and every such change goes through one of two
+tables below: ``TRANSITIONS`` for the connection, ``REQUEST_TRANSITIONS`` for each
+program request. A (state, trigger) pair missing from a table is *our* bug and raises
 ``AddressStateError``. Bad input from the page is the *peer's* mistake: it never raises,
 it becomes a ``Log`` action and the machine carries on.
 
-Effects that go with transitions are written out as code in ``AddressCore``:
+Effects that go with connection transitions are written out as code in ``AddressCore``:
 
 - entering CONNECTING: publish the install script under a new display id, start the
   "connect" timer;
@@ -50,45 +53,77 @@ they are delivered after the reconnect or failed after the connect timeout. And 
 timer-triggered one: values in flight with no word from the page for
 ``heartbeat_request_threshold_s`` count as a use after silence (a ping), so a page that
 vanished without a comm_close cannot hold the program's sends for ever.
+
+Each request state has one container, which ``_move`` keeps in step with the table: a
+QUEUED request is in ``_queue`` (in the program's order), an ASKED read in ``_asked``,
+a SENDING send in ``_sending``; an ANSWERED request is forgotten, so its id may be used
+again.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import reprlib
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
-from wrapperkernel.address.defaults import (  # the timeouts' defaults, re-exported here
-    HEARTBEAT_REQUEST_THRESHOLD_S,
-    HEARTBEAT_TIMEOUT_S,
-    PRIVATE_PREFIX,
-    READ_TIMEOUT_S,
-    WAIT_FOR_CONNECTION_S,
+from wrapperkernel.address.defaults import PRIVATE_PREFIX
+from wrapperkernel.address.events import (
+    ACK_ADDRESS,
+    COMM_TARGET_NAME,
+    CONNECT_TIMER,
+    FLUSH_TIMER,
+    HEARTBEAT_TIMER,
+    OWN_TIMERS,
+    PING_ADDRESS,
+    PONG_ADDRESS,
+    READ_TIMER_PREFIX,
+    RECEIVED_ADDRESS,
+    SILENCE_TIMER,
+    Action,
+    AddressStateError,
+    AddressTimings,
+    CancelTimer,
+    DeliverToProgram,
+    EraseInstallScript,
+    Event,
+    Log,
+    LogLevel,
+    PageCommClosed,
+    PageCommMsg,
+    PageCommOpened,
+    ProgramRequest,
+    ProgramSubscribed,
+    ProgramUnsubscribed,
+    PublishInstallScript,
+    ReadRequested,
+    RelayReadRequest,
+    ReplyToProgram,
+    SendCommClose,
+    SendCommMsg,
+    SendManyRequested,
+    SendRequested,
+    StartRequested,
+    StartTimer,
+    SyncRequested,
+    TimerFired,
+    TimerName,
+    WorkerRestarted,
+    read_timer,
 )
 from wrapperkernel.address.outbox import Outbox
+from wrapperkernel.address.payloads import (
+    PageReadError,
+    PageReadRequest,
+    PageValue,
+    kernel_id_of,
+    parse_ack_seq,
+    parse_page_data,
+    preview,
+)
 
-# --- protocol constants (DESIGN.md, "The address channel") -------------------------
-
-COMM_TARGET_NAME = "wrapperkernel_comm"
-ACK_ADDRESS = "#comm_open_ack"
-PING_ADDRESS = "#heartbeat/ping"
-PONG_ADDRESS = "#heartbeat/pong"
-# Page -> kernel: the highest ``seq`` (comm_msg metadata) of the messages it handled.
-RECEIVED_ADDRESS = "#ack"
-
-
-TimerName: TypeAlias = str
-CONNECT_TIMER: TimerName = "connect"
-HEARTBEAT_TIMER: TimerName = "heartbeat"
-FLUSH_TIMER: TimerName = "flush"  # the outbox's pacing lets the next message go
-SILENCE_TIMER: TimerName = "silence"  # values in flight and the page quiet: check on it
-READ_TIMER_PREFIX = "read:"
-OWN_TIMERS = frozenset({CONNECT_TIMER, HEARTBEAT_TIMER, FLUSH_TIMER, SILENCE_TIMER})
 _SILENCE_SLACK_S = 1e-6
 # Messages on the comm that the page has not acknowledged yet, at most (values wait in
 # the outbox meanwhile). Above the page's ack_every_msgs, so a page that acknowledges
@@ -96,30 +131,7 @@ _SILENCE_SLACK_S = 1e-6
 MAX_UNACKED_MSGS = 64
 
 
-def read_timer(request_id: str) -> TimerName:
-    """The timer bounding the wait for the page's answer to read request ``request_id``."""
-    return READ_TIMER_PREFIX + request_id
-
-
-@dataclass(frozen=True, slots=True)
-class AddressTimings:
-    """Timeouts of the lifecycle; defaults follow DESIGN.md, tests shrink or stretch them."""
-
-    wait_for_connection_s: float = WAIT_FOR_CONNECTION_S
-    heartbeat_request_threshold_s: float = HEARTBEAT_REQUEST_THRESHOLD_S
-    heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
-    read_timeout_s: float = READ_TIMEOUT_S
-
-
-class AddressStateError(Exception):
-    """The kernel misused the core (our mistake): an event the adapter should never build.
-
-    The core validates an event before changing anything, so after this exception the
-    machine is exactly as it was before the offending event.
-    """
-
-
-# --- states and the transition table ----------------------------------------------
+# --- the connection: states and the transition table -------------------------------
 
 
 class State(Enum):
@@ -196,226 +208,84 @@ del S, T
 CONNECTED_STATES = frozenset({State.OPEN, State.PINGING})
 
 
-# --- events: what happened (the adapter builds them) ------------------------------
-
-Op: TypeAlias = Literal["start", "send", "send_many", "read", "sync"]
-OPS: frozenset[str] = frozenset({"start", "send", "send_many", "read", "sync"})
-LogLevel: TypeAlias = Literal["debug", "info", "warning"]
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    now_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class ProgramRequested(Event):
-    """The user program used the channel; answered by exactly one ``ReplyToProgram``.
-
-    ``start``: make sure the page client is installed and connected (also retries after
-    a failure). ``send``: ``value`` to ``address``. ``send_many``: ``value`` is a list of
-    ``(address, value, size_bytes)`` items, sent in order, all or none; ``size_bytes`` is
-    the item's JSON size as the program measured it, for pacing. ``read``: ask the page for the
-    current value of ``address``; ``value`` is the timeout in seconds, or None for
-    ``AddressTimings.read_timeout_s``. ``sync``: resolves once every request made before it
-    has been handed to the page connection.
-    """
-
-    request_id: str
-    op: Op
-    address: str | None = None
-    value: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class ProgramSubscribed(Event):
-    address: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProgramUnsubscribed(Event):
-    address: str
-
-
-@dataclass(frozen=True, slots=True)
-class PageCommOpened(Event):
-    comm_id: str
-    target_name: str
-    data: Any
-
-
-@dataclass(frozen=True, slots=True)
-class PageCommMsg(Event):
-    comm_id: str
-    data: Any
-
-
-@dataclass(frozen=True, slots=True)
-class PageCommClosed(Event):
-    comm_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class TimerFired(Event):
-    timer: TimerName
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerRestarted(Event):
-    pass
-
-
-# --- actions: what the adapter must do --------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class PublishInstallScript(Action):
-    """Publish display_data holding the page client script under transient display_id."""
-
-    display_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class EraseInstallScript(Action):
-    """update_display_data with empty data, so the script is never saved in the notebook."""
-
-    display_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class SendCommMsg(Action):
-    """comm_msg to the page, now: ``data`` is one item or ``{"batch": [...]}``; ``seq``
-    (1, 2, ... on each comm) goes in the message's metadata, for the page's ``#ack``."""
-
-    comm_id: str
-    data: dict[str, Any]
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class SendCommClose(Action):
-    comm_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class StartTimer(Action):
-    """Fire ``TimerFired(timer)`` after ``delay_s``. Starting a timer whose name is
-    already running replaces it; a replaced or cancelled timer that still fires (a race
-    in the adapter) is ignored by the core with a debug log."""
-
-    timer: TimerName
-    delay_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class CancelTimer(Action):
-    timer: TimerName
-
-
-@dataclass(frozen=True, slots=True)
-class DeliverToProgram(Action):
-    """A page value for an address the program subscribed to."""
-
-    address: str
-    value: Any
-
-
-@dataclass(frozen=True, slots=True)
-class RelayReadRequest(Action):
-    """The page asked for the current value of a subscribed address; the program
-    answers with an ordinary ``send``."""
-
-    address: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyToProgram(Action):
-    request_id: str
-    ok: bool
-    value: Any = None
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Log(Action):
-    level: LogLevel
-    text: str
-
-
-# --- page payloads (validated here, once) ------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _PageValue:
-    address: str
-    value: Any
-
-
-@dataclass(frozen=True, slots=True)
-class _PageReadRequest:
-    address: str
-
-
-@dataclass(frozen=True, slots=True)
-class _PageReadError:
-    address: str
-    error: str
-
-
-_PageItem: TypeAlias = "_PageValue | _PageReadRequest | _PageReadError"
-_ITEM_KINDS = ("value", "read_request", "read_error")
-
-_preview = reprlib.Repr()
-_preview.maxlevel = 3
-_preview.maxstring = 80
-_preview.maxother = 80
-
-
-def _parse_item(raw: object) -> _PageItem | str:
-    """One ``{address, value | read_request | read_error}`` item, or what is wrong with it."""
-    if not isinstance(raw, dict):
-        return f"expected an object, got {type(raw).__name__}"
-    address = raw.get("address")
-    if not isinstance(address, str):
-        return "missing or non-string 'address'"
-    kinds = [kind for kind in _ITEM_KINDS if kind in raw]
-    if len(kinds) != 1:
-        return f"expected exactly one of 'value', 'read_request', 'read_error', got {kinds}"
-    if kinds[0] == "value":
-        return _PageValue(address, raw["value"])  # null, 0, false and "" are values too
-    if kinds[0] == "read_request":
-        if raw["read_request"] is not True:
-            return "'read_request' must be true"
-        return _PageReadRequest(address)
-    if not isinstance(raw["read_error"], str):
-        return "'read_error' must be a string"
-    return _PageReadError(address, raw["read_error"])
-
-
-def _parse_page_data(data: object) -> tuple[list[_PageItem], list[str]]:
-    """Items of a comm_msg in order, plus one problem text per item that was rejected."""
-    if isinstance(data, dict) and "batch" in data:
-        batch = data["batch"]
-        if not isinstance(batch, list):
-            return [], [f"'batch' must be a list, got {type(batch).__name__}"]
-        items: list[_PageItem] = []
-        problems: list[str] = []
-        for index, raw in enumerate(batch):
-            parsed = _parse_item(raw)
-            if isinstance(parsed, str):
-                problems.append(f"batch item {index}: {parsed}: {_preview.repr(raw)}")
-            else:
-                items.append(parsed)
-        return items, problems
-    parsed = _parse_item(data)
-    if isinstance(parsed, str):
-        return [], [f"{parsed}: {_preview.repr(data)}"]
-    return [parsed], []
+# --- a program request: states and the transition table ----------------------------
+
+
+class RequestState(Enum):
+    NEW = "new"  # no pending request has this id: never made, or answered and forgotten
+    RECEIVED = "received"  # accepted; routed before the event that brought it is done
+    QUEUED = "queued"  # waits for the connection (or, a sync, for what is queued before it)
+    ASKED = "asked"  # a read asked on the current comm, waiting for the page's answer
+    SENDING = "sending"  # values with the outbox or the page, waiting for the page's #ack
+    ANSWERED = "answered"  # its one ReplyToProgram is out; terminal
+
+
+class RequestTrigger(Enum):
+    MADE = "the program made the request"
+    DEFERRED = "it needs a connection that is not there yet, or a sync waits its turn"
+    PAGE_ASKED = "its read_request went to the page"
+    HANDED_OVER = "its values went to the outbox, for the page connection"
+    DONE = "nothing to wait for: a start or sync whose turn came, an empty send_many"
+    REFUSED = "it uses an address reserved for the protocol"
+    FAILED = "no page connected in time, or the worker was restarted"
+    PAGE_ANSWERED = "the page sent a value or a read_error for the address read"
+    READ_TIMED_OUT = "its read timer fired"
+    COMM_LOST = "the comm its read was asked on closed, went stale or was replaced"
+    VALUES_CONFIRMED = "the page acknowledged its last value, or the comm it went to is gone"
+    VALUES_DROPPED = "no page connected in time to take the values still in the outbox"
+
+
+R, RT = RequestState, RequestTrigger
+REQUEST_TRANSITIONS: Mapping[RequestState, Mapping[RequestTrigger, RequestState]] = {
+    # A request whose id is still pending cannot be MADE again: not in the table.
+    R.NEW: {RT.MADE: R.RECEIVED},
+    R.RECEIVED: {
+        RT.DEFERRED: R.QUEUED,
+        RT.PAGE_ASKED: R.ASKED,
+        RT.HANDED_OVER: R.SENDING,
+        RT.DONE: R.ANSWERED,
+        RT.REFUSED: R.ANSWERED,
+        RT.FAILED: R.ANSWERED,  # the connection has failed: fail fast
+    },
+    R.QUEUED: {
+        RT.PAGE_ASKED: R.ASKED,
+        RT.HANDED_OVER: R.SENDING,
+        RT.DONE: R.ANSWERED,
+        # A read waiting for the connection can be answered all the same: by a value
+        # the page sends on its own, or by its timer.
+        RT.PAGE_ANSWERED: R.ANSWERED,
+        RT.READ_TIMED_OUT: R.ANSWERED,
+        RT.FAILED: R.ANSWERED,
+    },
+    R.ASKED: {
+        RT.PAGE_ANSWERED: R.ANSWERED,
+        RT.READ_TIMED_OUT: R.ANSWERED,
+        RT.COMM_LOST: R.QUEUED,  # asked again on the next comm
+        RT.FAILED: R.ANSWERED,
+    },
+    # Values handed over are answered by the page's #ack (or their comm's end), or by
+    # the connect timeout; a worker restart leaves them to finish.
+    R.SENDING: {
+        RT.VALUES_CONFIRMED: R.ANSWERED,
+        RT.VALUES_DROPPED: R.ANSWERED,
+    },
+    R.ANSWERED: {},
+}
+del R, RT
+
+
+def next_request_state(state: RequestState, trigger: RequestTrigger) -> RequestState:
+    """The state a request in ``state`` moves to on ``trigger``; AddressStateError if the
+    table has no such transition (the core's own mistake)."""
+    try:
+        return REQUEST_TRANSITIONS[state][trigger]
+    except KeyError:
+        raise AddressStateError(
+            f"no request transition for {trigger.name} in state {state.name}"
+        ) from None
+
+
+# --- helpers ----------------------------------------------------------------------------
 
 
 def _is_private(address: str) -> bool:
@@ -426,21 +296,22 @@ def _json_size(data: Any) -> int:
     return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
 
 
-def _value_count(request: ProgramRequested) -> int:
+def _addresses(request: ProgramRequest) -> Sequence[str]:
+    """The addresses a request names."""
+    if isinstance(request, (SendRequested, ReadRequested)):
+        return [request.address]
+    if isinstance(request, SendManyRequested):
+        return [address for address, _, _ in request.items]
+    return []
+
+
+def _value_count(request: ProgramRequest) -> int:
     """How many values a request carries to the page."""
-    if request.op == "send":
+    if isinstance(request, SendRequested):
         return 1
-    if request.op == "send_many":
-        return len(request.value)
+    if isinstance(request, SendManyRequested):
+        return len(request.items)
     return 0
-
-
-def _is_item_list(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and all(
-        isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], str)
-        and type(item[2]) is int and item[2] >= 0
-        for item in value
-    )
 
 
 # --- the machine --------------------------------------------------------------------
@@ -471,23 +342,27 @@ class AddressCore:
         self._ping_count = 0
         self._armed: set[TimerName] = set()
         self._subscriptions: set[str] = set()
-        # Requests waiting for the connection, in the order the program made them.
-        self._queue: deque[ProgramRequested] = deque()
-        # Reads asked on the current comm, waiting for the page's answer.
-        self._asked: dict[str, ProgramRequested] = {}
-        # Every request accepted and not yet answered (queued, asked, or being handled).
-        self._pending: set[str] = set()
+        # Every request accepted and not yet answered, and where it is in its lifecycle.
+        self._requests: dict[str, RequestState] = {}
+        # QUEUED requests, in the order the program made them.
+        self._queue: deque[ProgramRequest] = deque()
+        # ASKED reads, by request id.
+        self._asked: dict[str, ProgramRequest] = {}
+        # SENDING sends (values with the outbox or the page), by request id.
+        self._sending: dict[str, ProgramRequest] = {}
         self._outbox = outbox if outbox is not None else Outbox()
         # Messages sent on the current comm (their seq) that carry the last value of a
         # send, waiting for the page's #ack: (seq, request ids).
         self._in_flight: deque[tuple[int, tuple[str, ...]]] = deque()
         self._seq = 0
         self._acked_seq = 0  # the highest seq the page acknowledged
-        # Sends handed to the outbox and not answered yet, by request id.
-        self._sending: dict[str, ProgramRequested] = {}
         self._actions: list[Action] = []
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
-            ProgramRequested: self._on_program_requested,
+            StartRequested: self._on_program_requested,
+            SendRequested: self._on_program_requested,
+            SendManyRequested: self._on_program_requested,
+            ReadRequested: self._on_program_requested,
+            SyncRequested: self._on_program_requested,
             ProgramSubscribed: self._on_program_subscribed,
             ProgramUnsubscribed: self._on_program_unsubscribed,
             PageCommOpened: self._on_page_comm_opened,
@@ -519,7 +394,12 @@ class AddressCore:
     @property
     def pending_request_ids(self) -> frozenset[str]:
         """Program requests that have not had their ``ReplyToProgram`` yet."""
-        return frozenset(self._pending)
+        return frozenset(self._requests)
+
+    @property
+    def request_states(self) -> Mapping[str, RequestState]:
+        """Where each pending request is in its lifecycle (a copy)."""
+        return dict(self._requests)
 
     @property
     def unconfirmed_request_ids(self) -> frozenset[str]:
@@ -553,34 +433,79 @@ class AddressCore:
         self._state = new_state
         return new_state
 
+    def _move(
+        self, request: ProgramRequest, trigger: RequestTrigger, *, to_front: bool = False
+    ) -> RequestState:
+        """Move ``request`` through ``REQUEST_TRANSITIONS`` and between the containers of
+        its old and new state (``to_front``: back to the head of the queue). Checks the
+        table before changing anything."""
+        request_id = request.request_id
+        old = self._requests.get(request_id, RequestState.NEW)
+        new = next_request_state(old, trigger)
+        if old is RequestState.QUEUED:
+            if self._queue[0] is request:
+                self._queue.popleft()  # the common case: the queue is served in order
+            else:
+                self._queue.remove(request)
+        elif old is RequestState.ASKED:
+            del self._asked[request_id]
+        elif old is RequestState.SENDING:
+            del self._sending[request_id]
+        if new is RequestState.QUEUED:
+            if to_front:
+                self._queue.appendleft(request)
+            else:
+                self._queue.append(request)
+        elif new is RequestState.ASKED:
+            self._asked[request_id] = request
+        elif new is RequestState.SENDING:
+            self._sending[request_id] = request
+        if new is RequestState.ANSWERED:
+            del self._requests[request_id]
+        else:
+            self._requests[request_id] = new
+        return new
+
+    def _answer(
+        self,
+        request: ProgramRequest,
+        trigger: RequestTrigger,
+        *,
+        ok: bool,
+        value: Any = None,
+        error: str | None = None,
+    ) -> None:
+        """The request's one reply, and its move to ANSWERED."""
+        self._move(request, trigger)
+        self._actions.append(ReplyToProgram(request.request_id, ok, value, error))
+
     # --- program events ---
 
-    def _on_program_requested(self, event: ProgramRequested) -> None:
-        read_timeout_s = self._validate_request(event)
-        self._pending.add(event.request_id)  # removed by its one ReplyToProgram
-        if event.op == "sync":
+    def _on_program_requested(self, event: ProgramRequest) -> None:
+        # First, so that a request id still pending raises before anything changes.
+        self._move(event, RequestTrigger.MADE)
+        if isinstance(event, SyncRequested):
             if self._queue:
-                self._queue.append(event)  # resolves when everything before it is out
+                # Resolves when everything before it is out.
+                self._move(event, RequestTrigger.DEFERRED)
             else:
-                self._reply(event, ok=True)
+                self._answer(event, RequestTrigger.DONE, ok=True)
             return
-        private = [event.address] if event.op in ("send", "read") else []
-        if event.op == "send_many":
-            private = [item[0] for item in event.value]
-        private = [address for address in private if _is_private(address)]
+        private = [address for address in _addresses(event) if _is_private(address)]
         if private:
-            self._reply(
+            self._answer(
                 event,
+                RequestTrigger.REFUSED,
                 ok=False,
                 error=f"Address {private[0]!r} starts with '#', which is reserved for "
                 "the wrapperkernel protocol; use an address without a leading '#'.",
             )
             return
-        # Only an explicit start (comms.start(), %widgets: value True) retries after a
-        # failure; the implicit start before a send or read fails fast while FAILED.
+        # Only an explicit start (comms.start(), %widgets) retries after a failure; the
+        # implicit start before a send or read fails fast while FAILED.
         if (
-            event.op == "start"
-            and event.value is True
+            isinstance(event, StartRequested)
+            and event.retry
             and self._fire(Trigger.PROGRAM_STARTED) is State.IDLE
         ):
             self._failure = None
@@ -592,42 +517,22 @@ class AddressCore:
         trigger = Trigger.PROGRAM_USED_AFTER_SILENCE if silent else Trigger.PROGRAM_USED
         new_state = self._fire(trigger)
         if new_state is State.FAILED:
-            self._reply(event, ok=False, value=_value_count(event) or None, error=self._failure)
+            self._answer(event, RequestTrigger.FAILED, ok=False,
+                         value=_value_count(event) or None, error=self._failure)
             return
-        if event.op == "read":
-            self._start_timer(read_timer(event.request_id), read_timeout_s)
+        if isinstance(event, ReadRequested):
+            self._start_timer(read_timer(event.request_id), self._read_timeout_s(event))
         if new_state is State.OPEN:
             self._perform(event)
             return
-        self._queue.append(event)
+        self._move(event, RequestTrigger.DEFERRED)
         if new_state is not old_state:
             self._enter_waiting_state(new_state)
 
-    def _validate_request(self, event: ProgramRequested) -> float:
-        """Reject adapter mistakes before anything changes; returns the read timeout."""
-        if not isinstance(event.request_id, str):
-            raise AddressStateError(f"request_id must be a string: {event!r}")
-        if event.request_id in self._pending:
-            raise AddressStateError(f"request_id {event.request_id!r} is already pending")
-        if event.op not in OPS:
-            raise AddressStateError(f"unknown program op {event.op!r}")
-        if event.op in ("send", "read") and not isinstance(event.address, str):
-            raise AddressStateError(f"{event.op} needs a string address: {event!r}")
-        if event.op == "send_many" and not _is_item_list(event.value):
-            raise AddressStateError(
-                f"send_many needs a list of (address, value, size_bytes) items: {event!r}")
-        if event.op != "read" or event.value is None:
+    def _read_timeout_s(self, request: ReadRequested) -> float:
+        if request.timeout_s is None:
             return self._timings.read_timeout_s
-        problem = AddressStateError(f"read timeout must be a positive number of seconds: {event!r}")
-        if isinstance(event.value, bool) or not isinstance(event.value, (int, float)):
-            raise problem
-        try:
-            timeout_s = float(event.value)
-        except OverflowError:
-            raise problem from None
-        if not 0 < timeout_s < math.inf:
-            raise problem
-        return timeout_s
+        return float(request.timeout_s)
 
     def _on_program_subscribed(self, event: ProgramSubscribed) -> None:
         if not isinstance(event.address, str):
@@ -662,15 +567,15 @@ class AddressCore:
             self._actions.append(SendCommClose(event.comm_id))
             self._log(
                 "warning",
-                f"comm_open {event.comm_id!r} for unknown target {_preview.repr(event.target_name)}"
+                f"comm_open {event.comm_id!r} for unknown target {preview(event.target_name)}"
                 " answered with comm_close",
             )
             return
-        kernel_id = event.data.get("kernel_id") if isinstance(event.data, dict) else None
+        kernel_id = kernel_id_of(event.data)
         if kernel_id != self._kernel_id:
             self._log(
                 "warning",
-                f"ignored comm_open {event.comm_id!r} for kernel id {_preview.repr(kernel_id)}"
+                f"ignored comm_open {event.comm_id!r} for kernel id {preview(kernel_id)}"
                 f" (this kernel is {self._kernel_id!r})",
             )
             return
@@ -696,18 +601,18 @@ class AddressCore:
             self._log("info", f"ignored comm_msg for unknown or closed comm {event.comm_id!r}")
             return
         self._last_heard_s = event.now_s
-        items, problems = _parse_page_data(event.data)
+        items, problems = parse_page_data(event.data)
         for problem in problems:
             self._log("warning", f"ignored malformed comm_msg item from the page: {problem}")
         for item in items:
-            if isinstance(item, _PageValue):
+            if isinstance(item, PageValue):
                 self._on_page_value(item)
-            elif isinstance(item, _PageReadRequest):
+            elif isinstance(item, PageReadRequest):
                 self._on_page_read_request(item)
             else:
                 self._on_page_read_error(item)
 
-    def _on_page_value(self, item: _PageValue) -> None:
+    def _on_page_value(self, item: PageValue) -> None:
         if _is_private(item.address):
             if item.address == PING_ADDRESS:
                 self._send({"address": PONG_ADDRESS, "value": item.value}, urgent=True)
@@ -725,10 +630,11 @@ class AddressCore:
             # A choice, not a loss: only subscribed addresses reach the program.
             self._log("debug", f"value for {item.address!r} dropped: no subscriber")
 
-    def _on_received(self, value: Any) -> None:
+    def _on_received(self, raw: Any) -> None:
         """The page handled every message up to ``seq`` = ``value``: its sends are done."""
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            self._log("warning", f"ignored #ack with a value that is not a seq: {_preview.repr(value)}")
+        value = parse_ack_seq(raw)
+        if value is None:
+            self._log("warning", f"ignored #ack with a value that is not a seq: {preview(raw)}")
             return
         if value > self._seq:
             self._log("warning", f"#ack for seq {value}, but only {self._seq} were sent: "
@@ -746,16 +652,16 @@ class AddressCore:
         was_pinging = self._state is State.PINGING
         self._fire(Trigger.PONG_RECEIVED)
         if not was_pinging:
-            self._log("debug", f"unsolicited pong {_preview.repr(value)}")
+            self._log("debug", f"unsolicited pong {preview(value)}")
             return
         if answered_by != "pong":
             self._log("debug", f"ping {self._ping_count} answered by an {answered_by}")
         elif value != self._ping_count:
-            self._log("debug", f"pong {_preview.repr(value)} for ping {self._ping_count}")
+            self._log("debug", f"pong {preview(value)} for ping {self._ping_count}")
         self._cancel_timer(HEARTBEAT_TIMER)
         self._flush()
 
-    def _on_page_read_request(self, item: _PageReadRequest) -> None:
+    def _on_page_read_request(self, item: PageReadRequest) -> None:
         if _is_private(item.address):
             self._log("warning", f"ignored read_request for private address {item.address!r}")
         elif item.address in self._subscriptions:
@@ -769,7 +675,7 @@ class AddressCore:
                 }
             )
 
-    def _on_page_read_error(self, item: _PageReadError) -> None:
+    def _on_page_read_error(self, item: PageReadError) -> None:
         error = f"The page could not read {item.address!r}: {item.error}"
         if not self._complete_reads(item.address, ok=False, error=error):
             self._log("debug", f"read_error for {item.address!r} with no read pending")
@@ -836,16 +742,16 @@ class AddressCore:
             self._start_timer(SILENCE_TIMER, threshold_s - quiet_s)
 
     def _on_read_timed_out(self, request_id: str) -> None:
-        request = self._asked.pop(request_id, None)
+        request = self._asked.get(request_id)
         if request is None:
             request = next((r for r in self._queue if r.request_id == request_id), None)
-            if request is None:
-                raise AddressStateError(f"read timer armed for unknown request {request_id!r}")
-            self._queue.remove(request)
+        if not isinstance(request, ReadRequested):
+            raise AddressStateError(f"read timer armed for unknown request {request_id!r}")
         self._armed.discard(read_timer(request_id))
-        timeout_s = self._timings.read_timeout_s if request.value is None else request.value
-        self._reply(
+        timeout_s = self._read_timeout_s(request)
+        self._answer(
             request,
+            RequestTrigger.READ_TIMED_OUT,
             ok=False,
             error=f"The page did not answer the read of {request.address!r} within "
             f"{timeout_s:g} s. Check that the notebook is open in a browser tab and that "
@@ -889,17 +795,18 @@ class AddressCore:
 
     def _confirm(self, request_ids: tuple[str, ...]) -> None:
         for request_id in request_ids:
-            request = self._sending.pop(request_id, None)
+            request = self._sending.get(request_id)
             if request is not None:
-                self._reply(request, ok=True)
+                self._answer(request, RequestTrigger.VALUES_CONFIRMED, ok=True)
 
     def _drop_queued_values(self, error: str | None) -> None:
         """No page to take them: every send still queued fails, saying how many of its
         values were not delivered."""
         for request_id, count in self._outbox.clear().items():
-            request = self._sending.pop(request_id, None)
+            request = self._sending.get(request_id)
             if request is not None:
-                self._reply(request, ok=False, value=count, error=error)
+                self._answer(request, RequestTrigger.VALUES_DROPPED, ok=False, value=count,
+                             error=error)
 
     def _pump(self, now_s: float) -> None:
         """Send what the outbox's pacing allows now, on the current comm only."""
@@ -934,67 +841,64 @@ class AddressCore:
             self._seq > self._acked_seq and self._outbox.has_tagged())
 
     def _requeue_asked_reads(self) -> None:
-        """Reads asked on a comm that is going away are asked again on the next one."""
-        self._queue.extendleft(reversed(self._asked.values()))
-        self._asked.clear()
+        """Reads asked on a comm that is going away are asked again on the next one,
+        first, in the order they were asked."""
+        for request in reversed(list(self._asked.values())):
+            self._move(request, RequestTrigger.COMM_LOST, to_front=True)
 
     def _flush(self) -> None:
         while self._queue:
-            self._perform(self._queue.popleft())
+            self._perform(self._queue[0])
 
-    def _perform(self, request: ProgramRequested) -> None:
-        """Carry out a request on the open comm. Sends are answered when their values
-        are acknowledged or their comm is gone (``_confirm``), or fail (``_drop_queued_values``)."""
-        if request.op == "send":
+    def _perform(self, request: ProgramRequest) -> None:
+        """Carry out a request (RECEIVED or QUEUED) on the open comm. Sends are answered
+        when their values are acknowledged or their comm is gone (``_confirm``), or fail
+        (``_drop_queued_values``)."""
+        if isinstance(request, SendRequested):
             data = {"address": request.address, "value": request.value}
             self._open_comm(data)
             self._outbox.push(data, _json_size(data), tag=request.request_id)
-            self._sending[request.request_id] = request
-        elif request.op == "send_many":
-            if not request.value:
-                self._reply(request, ok=True)
+            self._move(request, RequestTrigger.HANDED_OVER)
+        elif isinstance(request, SendManyRequested):
+            if not request.items:
+                self._answer(request, RequestTrigger.DONE, ok=True)
                 return
             self._open_comm()
             self._outbox.push_many([({"address": address, "value": value}, size_bytes)
-                                    for address, value, size_bytes in request.value],
+                                    for address, value, size_bytes in request.items],
                                    tag=request.request_id)
-            self._sending[request.request_id] = request
-        elif request.op == "read":
+            self._move(request, RequestTrigger.HANDED_OVER)
+        elif isinstance(request, ReadRequested):
             self._send({"address": request.address, "read_request": True})
-            self._asked[request.request_id] = request
+            self._move(request, RequestTrigger.PAGE_ASKED)
         else:  # start, sync
-            self._reply(request, ok=True)
+            self._answer(request, RequestTrigger.DONE, ok=True)
 
     def _complete_reads(
         self, address: str, *, ok: bool, value: Any = None, error: str | None = None
     ) -> bool:
         """Answer every pending read of ``address``; True if there was one."""
-        waiting = [r for r in self._queue if r.op == "read" and r.address == address]
-        asked = [r for r in self._asked.values() if r.address == address]
-        for request in waiting:
-            self._queue.remove(request)
-        for request in asked:
-            del self._asked[request.request_id]
+        waiting = [r for r in self._queue if isinstance(r, ReadRequested) and r.address == address]
+        asked = [r for r in self._asked.values()
+                 if isinstance(r, ReadRequested) and r.address == address]
         for request in waiting + asked:
             self._cancel_timer(read_timer(request.request_id))
-            self._reply(request, ok=ok, value=value, error=error)
+            self._answer(request, RequestTrigger.PAGE_ANSWERED, ok=ok, value=value, error=error)
         if waiting:
             self._release_leading_syncs()
         return bool(waiting or asked)
 
     def _release_leading_syncs(self) -> None:
-        while self._queue and self._queue[0].op == "sync":
-            self._reply(self._queue.popleft(), ok=True)
+        while self._queue and isinstance(self._queue[0], SyncRequested):
+            self._answer(self._queue[0], RequestTrigger.DONE, ok=True)
 
     def _fail_all_waiting(self, error: str | None) -> None:
-        requests = [*self._asked.values(), *self._queue]
-        self._asked.clear()
-        self._queue.clear()
-        for request in requests:
-            if request.op == "read":
+        for request in [*self._asked.values(), *self._queue]:
+            if isinstance(request, ReadRequested):
                 self._cancel_timer(read_timer(request.request_id))
             lost = _value_count(request)
-            self._reply(request, ok=False, value=lost or None, error=error)
+            self._answer(request, RequestTrigger.FAILED, ok=False, value=lost or None,
+                         error=error)
 
     def _erase_install_script(self) -> None:
         if self._display_id is not None:
@@ -1010,12 +914,6 @@ class AddressCore:
         if self._comm_id is None:
             raise AddressStateError(f"no open comm to send {data!r} to")
         return self._comm_id
-
-    def _reply(
-        self, request: ProgramRequested, *, ok: bool, value: Any = None, error: str | None = None
-    ) -> None:
-        self._pending.remove(request.request_id)
-        self._actions.append(ReplyToProgram(request.request_id, ok, value, error))
 
     def _start_timer(self, timer: TimerName, delay_s: float) -> None:
         self._armed.add(timer)

@@ -1,8 +1,9 @@
 """The asyncio adapter around the address channel's core (``wrapperkernel.address.core``).
 
 It translates: the address channel's Jupyter comm messages from the page (routed here by
-``comm_router``) and address frames from the worker into core events; core actions into
-IOPub messages, worker frames and event-loop timers. It decides nothing: every protocol decision is the core's, batching and pacing included
+``comm_router``) and address frames from the worker into core events (one event per
+frame, ``address.events``); core actions into IOPub messages, worker frames and
+event-loop timers. It decides nothing: every protocol decision is the core's, batching and pacing included
 (the core's ``Outbox``). Each entry point (a page message, a worker frame, a timer) is
 one turn of a loop of the kernel's; a timer callback has this module's one broad catch,
 since nobody else would see its exception.
@@ -17,7 +18,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from wrapperkernel.address import core as c
+from wrapperkernel.address import events as e
+from wrapperkernel.address.core import AddressCore
 from wrapperkernel.address.page_script import render_install_html
 from wrapperkernel.wire import messages as m
 from wrapperkernel.wire.transport import Transport
@@ -35,7 +37,7 @@ class AddressAdapter:
         worker: Any,
         kernel_id: str,
         current_parent: Callable[[], dict[str, Any]] = dict,
-        timings: c.AddressTimings | None = None,
+        timings: e.AddressTimings | None = None,
         debug: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -45,9 +47,9 @@ class AddressAdapter:
         self.current_parent = current_parent
         self.debug = debug
         self.clock = clock
-        self.timings = timings if timings is not None else c.AddressTimings()
-        self.core = c.AddressCore(kernel_id, new_id=lambda: f"wrapperkernel-comm-{uuid.uuid4().hex}",
-                               timings=self.timings)
+        self.timings = timings if timings is not None else e.AddressTimings()
+        self.core = AddressCore(kernel_id, new_id=lambda: f"wrapperkernel-comm-{uuid.uuid4().hex}",
+                                timings=self.timings)
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._install_parents: dict[str, dict[str, Any]] = {}
 
@@ -59,44 +61,42 @@ class AddressAdapter:
     # ------------------------------------------------------------------ events in
 
     def on_page_open(self, opened: m.CommOpen) -> None:
-        self._handle(c.PageCommOpened(self.clock(), opened.comm_id, opened.target_name,
+        self._handle(e.PageCommOpened(self.clock(), opened.comm_id, opened.target_name,
                                       opened.data))
 
     def on_page_msg(self, msg: m.CommMsg) -> None:
-        self._handle(c.PageCommMsg(self.clock(), msg.comm_id, msg.data))
+        self._handle(e.PageCommMsg(self.clock(), msg.comm_id, msg.data))
 
     def on_page_close(self, closed: m.CommClose) -> None:
-        self._handle(c.PageCommClosed(self.clock(), closed.comm_id))
+        self._handle(e.PageCommClosed(self.clock(), closed.comm_id))
 
     def on_worker_frame(self, frame: frames.WorkerToKernel) -> None:
         now = self.clock()
+        # pydantic validated each frame when the kernel read it: its fields go to the
+        # core as they are.
         if isinstance(frame, frames.AddressStartFrame):
-            self._handle(c.ProgramRequested(now, frame.request_id, "start", None,
-                                            True if frame.retry else None))
+            self._handle(e.StartRequested(now, frame.request_id, frame.retry))
         elif isinstance(frame, frames.AddressSendFrame):
-            self._handle(c.ProgramRequested(now, frame.request_id, "send", frame.address,
-                                            frame.value))
+            self._handle(e.SendRequested(now, frame.request_id, frame.address, frame.value))
         elif isinstance(frame, frames.AddressReadFrame):
-            self._handle(c.ProgramRequested(now, frame.request_id, "read", frame.address,
-                                            frame.timeout_s))
+            self._handle(e.ReadRequested(now, frame.request_id, frame.address, frame.timeout_s))
         elif isinstance(frame, frames.AddressSyncFrame):
-            self._handle(c.ProgramRequested(now, frame.request_id, "sync", None, None))
+            self._handle(e.SyncRequested(now, frame.request_id))
         elif isinstance(frame, frames.AddressSendManyFrame):
-            self._handle(c.ProgramRequested(now, frame.request_id, "send_many", None,
-                                            frame.items))
+            self._handle(e.SendManyRequested(now, frame.request_id, frame.items))
         elif isinstance(frame, frames.AddressSubscriptionFrame):
-            event = c.ProgramSubscribed if frame.subscribed else c.ProgramUnsubscribed
+            event = e.ProgramSubscribed if frame.subscribed else e.ProgramUnsubscribed
             self._handle(event(now, frame.address))
         else:
             log.warning("unexpected address-channel frame %s", frame.type)
 
     def on_worker_restarted(self) -> None:
-        self._handle(c.WorkerRestarted(self.clock()))
+        self._handle(e.WorkerRestarted(self.clock()))
 
     def _fire(self, timer: str) -> None:
         self._timers.pop(timer, None)
         try:
-            self._handle(c.TimerFired(self.clock(), timer))
+            self._handle(e.TimerFired(self.clock(), timer))
         except Exception:  # noqa: BLE001 - the one catch-all of a timer callback
             # asyncio would log it and carry on too, but without saying what was lost:
             # the timer is gone, so the core's state may wait for an event that never comes.
@@ -105,32 +105,32 @@ class AddressAdapter:
 
     # ------------------------------------------------------------------ actions out
 
-    def _handle(self, event: c.Event) -> None:
+    def _handle(self, event: e.Event) -> None:
         for action in self.core.handle(event):
             self._perform(action)
 
-    def _perform(self, action: c.Action) -> None:
-        if isinstance(action, c.SendCommMsg):
+    def _perform(self, action: e.Action) -> None:
+        if isinstance(action, e.SendCommMsg):
             self.transport.publish("comm_msg", {"comm_id": action.comm_id, "data": action.data},
                                    parent=None, metadata={"seq": action.seq})
-        elif isinstance(action, c.DeliverToProgram):
+        elif isinstance(action, e.DeliverToProgram):
             self.worker.send(frames.AddressValueFrame(address=action.address, value=action.value))
-        elif isinstance(action, c.ReplyToProgram):
+        elif isinstance(action, e.ReplyToProgram):
             self.worker.send(frames.AddressReplyFrame(request_id=action.request_id, ok=action.ok,
                                                    value=action.value, error=action.error))
-        elif isinstance(action, c.StartTimer):
+        elif isinstance(action, e.StartTimer):
             old = self._timers.pop(action.timer, None)
             if old is not None:
                 old.cancel()
             loop = asyncio.get_running_loop()
             self._timers[action.timer] = loop.call_later(action.delay_s, self._fire, action.timer)
-        elif isinstance(action, c.CancelTimer):
+        elif isinstance(action, e.CancelTimer):
             handle = self._timers.pop(action.timer, None)
             if handle is not None:
                 handle.cancel()
-        elif isinstance(action, c.RelayReadRequest):
+        elif isinstance(action, e.RelayReadRequest):
             self.worker.send(frames.AddressReadRequestFrame(address=action.address))
-        elif isinstance(action, c.PublishInstallScript):
+        elif isinstance(action, e.PublishInstallScript):
             parent = self.current_parent()
             self._install_parents[action.display_id] = parent
             html = render_install_html(self.kernel_id, debug=self.debug,
@@ -141,15 +141,15 @@ class AddressAdapter:
                 "metadata": {},
                 "transient": {"display_id": action.display_id},
             }, parent=parent)
-        elif isinstance(action, c.EraseInstallScript):
+        elif isinstance(action, e.EraseInstallScript):
             parent = self._install_parents.pop(action.display_id, None) or self.current_parent()
             self.transport.publish("update_display_data", {
                 "data": {}, "metadata": {}, "transient": {"display_id": action.display_id},
             }, parent=parent)
-        elif isinstance(action, c.SendCommClose):
+        elif isinstance(action, e.SendCommClose):
             self.transport.publish("comm_close", {"comm_id": action.comm_id, "data": {}},
                                    parent=None)
-        elif isinstance(action, c.Log):
+        elif isinstance(action, e.Log):
             log.log(LOG_LEVELS.get(action.level, logging.INFO), "%s", action.text)
         else:
             log.error("the comm core asked for an unknown action %r", action)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wrapperkernel.address.core import COMM_TARGET_NAME
+from wrapperkernel.address.events import COMM_TARGET_NAME
 from wrapperkernel.kernel.address_adapter import AddressAdapter
 from wrapperkernel.kernel.relay import KernelRelay
 from wrapperkernel.wire import messages as m
