@@ -15,22 +15,22 @@ from pathlib import Path
 
 import pytest
 
-from wrapperkernel.address import core, defaults
+from wrapperkernel.address import defaults, events
 from wrapperkernel.kernel import info
 
 JS_CLIENT = Path(__file__).resolve().parents[1] / "js" / "wrapperkernel_comm.js"
 
 # JS constant -> the Python value it must equal. The names differ for the two
-# acknowledgements: the JS client's OPEN_ACK_ADDRESS is the core's ACK_ADDRESS
+# acknowledgements: the JS client's OPEN_ACK_ADDRESS is the address core's ACK_ADDRESS
 # ("#comm_open_ack"), and its ACK_ADDRESS is the core's RECEIVED_ADDRESS ("#ack").
 SHARED = {
     "PROTOCOL_VERSION": info.PROTOCOL_VERSION,
     "PRIVATE_PREFIX": defaults.PRIVATE_PREFIX,
-    "TARGET_NAME": core.COMM_TARGET_NAME,
-    "OPEN_ACK_ADDRESS": core.ACK_ADDRESS,
-    "ACK_ADDRESS": core.RECEIVED_ADDRESS,
-    "PING_ADDRESS": core.PING_ADDRESS,
-    "PONG_ADDRESS": core.PONG_ADDRESS,
+    "TARGET_NAME": events.COMM_TARGET_NAME,
+    "OPEN_ACK_ADDRESS": events.ACK_ADDRESS,
+    "ACK_ADDRESS": events.RECEIVED_ADDRESS,
+    "PING_ADDRESS": events.PING_ADDRESS,
+    "PONG_ADDRESS": events.PONG_ADDRESS,
 }
 
 
