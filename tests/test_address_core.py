@@ -35,9 +35,9 @@ from wrapperkernel.address.events import (
     CONNECT_TIMER,
     FLUSH_TIMER,
     HEARTBEAT_TIMER,
+    OPEN_ACK_ADDRESS,
     PING_ADDRESS,
     PONG_ADDRESS,
-    RECEIVED_ADDRESS,
     SILENCE_TIMER,
     Action,
     AddressStateError,
@@ -85,7 +85,7 @@ def opened(now_s: float, comm_id: str) -> PageCommOpened:
 
 
 def ack(comm_id: str, seq: int = 1) -> SendCommMsg:
-    return SendCommMsg(comm_id, {"address": ACK_ADDRESS, "value": True}, seq)
+    return SendCommMsg(comm_id, {"address": OPEN_ACK_ADDRESS, "value": True}, seq)
 
 
 def value_msg(comm_id: str, address: str, value: object, seq: int) -> SendCommMsg:
@@ -94,7 +94,7 @@ def value_msg(comm_id: str, address: str, value: object, seq: int) -> SendCommMs
 
 def received(now_s: float, comm_id: str, seq: int) -> PageCommMsg:
     """The page's acknowledgement of every message up to ``seq``."""
-    return PageCommMsg(now_s, comm_id, {"address": RECEIVED_ADDRESS, "value": seq})
+    return PageCommMsg(now_s, comm_id, {"address": ACK_ADDRESS, "value": seq})
 
 
 WATCH_SILENCE = StartTimer(SILENCE_TIMER, 1.0)
@@ -769,7 +769,7 @@ json_values = strategies.json_values(
     keys=st.sampled_from(
         ["address", "value", "batch", "read_request", "read_error", "kernel_id", "x"]),
     max_size=3, max_leaves=10)
-addresses = st.sampled_from(["/a", "/b", "", "#x", PING_ADDRESS, PONG_ADDRESS, ACK_ADDRESS])
+addresses = st.sampled_from(["/a", "/b", "", "#x", PING_ADDRESS, PONG_ADDRESS, OPEN_ACK_ADDRESS])
 page_items = st.one_of(
     st.builds(lambda a, v: {"address": a, "value": v}, addresses, json_values),
     st.builds(lambda a: {"address": a, "read_request": True}, addresses),
@@ -816,7 +816,7 @@ events = st.one_of(
     # The current comm's protocol messages, often enough to matter.
     st.builds(
         lambda address, value: PageCommMsg(0.0, "c1", {"address": address, "value": value}),
-        st.sampled_from([PING_ADDRESS, PONG_ADDRESS, RECEIVED_ADDRESS, "/a"]),
+        st.sampled_from([PING_ADDRESS, PONG_ADDRESS, ACK_ADDRESS, "/a"]),
         st.integers(-1, 5) | st.booleans() | st.none(),
     ),
     st.builds(PageCommClosed, st.just(0.0), comm_ids),
@@ -971,7 +971,7 @@ class CommLifecycle(RuleBasedStateMachine):
             # queued for a page that went away reach the next one after its ack.
             assert action.seq == self.messages_on[action.comm_id], action
             if action.seq == 1:
-                assert action.data == {"address": ACK_ADDRESS, "value": True}, action
+                assert action.data == {"address": OPEN_ACK_ADDRESS, "value": True}, action
             self.page_seq = action.seq
             items = action.data["batch"] if "batch" in action.data else [action.data]
             assert items, "an empty batch"

@@ -20,15 +20,13 @@ from wrapperkernel.kernel import info
 
 JS_CLIENT = Path(__file__).resolve().parents[1] / "js" / "wrapperkernel_comm.js"
 
-# JS constant -> the Python value it must equal. The names differ for the two
-# acknowledgements: the JS client's OPEN_ACK_ADDRESS is the address core's ACK_ADDRESS
-# ("#comm_open_ack"), and its ACK_ADDRESS is the core's RECEIVED_ADDRESS ("#ack").
+# JS constant -> the Python value it must equal (both sides use the same names).
 SHARED = {
     "PROTOCOL_VERSION": info.PROTOCOL_VERSION,
     "PRIVATE_PREFIX": defaults.PRIVATE_PREFIX,
     "TARGET_NAME": events.COMM_TARGET_NAME,
-    "OPEN_ACK_ADDRESS": events.ACK_ADDRESS,
-    "ACK_ADDRESS": events.RECEIVED_ADDRESS,
+    "OPEN_ACK_ADDRESS": events.OPEN_ACK_ADDRESS,
+    "ACK_ADDRESS": events.ACK_ADDRESS,
     "PING_ADDRESS": events.PING_ADDRESS,
     "PONG_ADDRESS": events.PONG_ADDRESS,
 }

@@ -76,11 +76,11 @@ from wrapperkernel.address.events import (
     CONNECT_TIMER,
     FLUSH_TIMER,
     HEARTBEAT_TIMER,
+    OPEN_ACK_ADDRESS,
     OWN_TIMERS,
     PING_ADDRESS,
     PONG_ADDRESS,
     READ_TIMER_PREFIX,
-    RECEIVED_ADDRESS,
     SILENCE_TIMER,
     Action,
     AddressStateError,
@@ -592,7 +592,7 @@ class AddressCore:
         self._cancel_timer(CONNECT_TIMER)
         self._cancel_timer(HEARTBEAT_TIMER)
         self._erase_install_script()
-        self._send({"address": ACK_ADDRESS, "value": True}, urgent=True)
+        self._send({"address": OPEN_ACK_ADDRESS, "value": True}, urgent=True)
         self._log("info", f"comm {event.comm_id!r} open")
         self._flush()
 
@@ -618,8 +618,8 @@ class AddressCore:
                 self._send({"address": PONG_ADDRESS, "value": item.value}, urgent=True)
             elif item.address == PONG_ADDRESS:
                 self._on_pong(item.value)
-            elif item.address == RECEIVED_ADDRESS:
-                self._on_received(item.value)
+            elif item.address == ACK_ADDRESS:
+                self._on_ack(item.value)
             else:
                 self._log("warning", f"ignored unknown private address {item.address!r}")
             return
@@ -630,7 +630,7 @@ class AddressCore:
             # A choice, not a loss: only subscribed addresses reach the program.
             self._log("debug", f"value for {item.address!r} dropped: no subscriber")
 
-    def _on_received(self, raw: Any) -> None:
+    def _on_ack(self, raw: Any) -> None:
         """The page handled every message up to ``seq`` = ``value``: its sends are done."""
         value = parse_ack_seq(raw)
         if value is None:

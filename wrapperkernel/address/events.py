@@ -31,11 +31,11 @@ from wrapperkernel.address.defaults import (
 # --- protocol constants (DESIGN.md, "The address channel") -------------------------
 
 COMM_TARGET_NAME = "wrapperkernel_comm"
-ACK_ADDRESS = "#comm_open_ack"
+OPEN_ACK_ADDRESS = "#comm_open_ack"
 PING_ADDRESS = "#heartbeat/ping"
 PONG_ADDRESS = "#heartbeat/pong"
 # Page -> kernel: the highest ``seq`` (comm_msg metadata) of the messages it handled.
-RECEIVED_ADDRESS = "#ack"
+ACK_ADDRESS = "#ack"
 
 
 # --- timers ---------------------------------------------------------------------------
