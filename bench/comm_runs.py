@@ -60,6 +60,8 @@ class Run:
         self.samples: dict[str, list[float]] = {}
         self.tp: dict[str, list[dict[str, Any]]] = {}
         self.facts: dict[str, Any] = {}
+        # Per cell: stdout text after the last needle found, and when it arrived.
+        self._stream_rest: dict[str, tuple[str, float]] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -423,11 +425,19 @@ class Run:
     def _wait_stream(self, name: str, msg_id: str, needle: str, timeout: float) -> float:
         nb = self.nb[name]
         deadline = time.perf_counter() + timeout
+        # The worker's output flusher may split one print() over two stream messages, so
+        # the needle is looked for in the text seen so far, not in each message; what
+        # follows it is kept for the next wait on the same cell.
+        seen, t = self._stream_rest.pop(msg_id, ("", 0.0))
         while True:
+            if needle in seen:
+                self._stream_rest[msg_id] = (seen[seen.index(needle) + len(needle):], t)
+                return t
             t, msg = nb.next_output(msg_id, deadline - time.perf_counter(), f"{needle!r} on stdout")
             kind = msg["header"]["msg_type"]
-            if kind == "stream" and needle in msg["content"]["text"]:
-                return t
+            if kind == "stream":
+                seen += msg["content"]["text"]
+                continue
             if kind == "error" or (kind == "status" and msg["content"]["execution_state"] == "idle"):
                 nb.put_back(msg_id, (t, msg))  # let finish() see it
                 raise BenchFailure(f"the cell ended ({kind}) before printing {needle!r}: "
