@@ -23,12 +23,15 @@ from typing import Any
 import IPython
 import pytest
 import strategies
+from fake_clock import FakeClock, FlusherStarts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wrapperkernel import comms, comms_base
+from wrapperkernel.address.defaults import READ_TIMEOUT_S
 from wrapperkernel.comms import CommsError, Listener
 from wrapperkernel.worker.address_runtime import AddressRuntime
+from wrapperkernel.worker.send_batcher import BATCH_ITEMS, BURST_GAP_S
 from wrapperkernel.workerlink import frames
 from wrapperkernel.workerlink.framing import encode
 
@@ -79,7 +82,7 @@ def over_the_wire(frame: frames._Frame) -> Any:
 class FakeKernel:
     """Answers the runtime's requests from another thread; records every frame it got."""
 
-    def __init__(self, reply_wait_s: float = WAIT_S) -> None:
+    def __init__(self, reply_wait_s: float = WAIT_S, **runtime_options: Any) -> None:
         self.frames: list[frames._Frame] = []
         self.logs: list[str] = []
         self.answers: dict[str, Answer] = {
@@ -88,7 +91,8 @@ class FakeKernel:
         self.answered = threading.Semaphore(0)  # released once per request handled
         self._inbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self.runtime = AddressRuntime(self.send, log=self.logs.append, reply_wait_s=reply_wait_s)
+        self.runtime = AddressRuntime(self.send, log=self.logs.append, reply_wait_s=reply_wait_s,
+                                      **runtime_options)
         self._thread = threading.Thread(target=self._serve, name="fake-kernel", daemon=True)
         self._thread.start()
 
@@ -158,6 +162,28 @@ def started(kernel: FakeKernel) -> FakeKernel:
     kernel.wait_answered(1)
     kernel.frames.clear()
     return kernel
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def flushers() -> FlusherStarts:
+    return FlusherStarts()
+
+
+@pytest.fixture
+def started_in_still_time(clock: FakeClock, flushers: FlusherStarts) -> Iterator[FakeKernel]:
+    """A started runtime whose send batcher sees time only as the test moves it, and
+    whose flusher thread never runs (see tests/test_send_batcher.py)."""
+    fake = FakeKernel(clock=clock, start_flusher=flushers)
+    fake.runtime.start()
+    fake.wait_answered(1)
+    fake.frames.clear()
+    yield fake
+    fake.stop()
 
 
 def value_frame(address: str, value: Any) -> frames.AddressValueFrame:
@@ -235,7 +261,10 @@ def test_start_rejects_a_bad_timeout(kernel: FakeKernel, bad: Any) -> None:
 # ---------------------------------------------------------------------- send
 
 
-def test_sends_are_fire_and_forget_and_batched_once_started(started: FakeKernel) -> None:
+def test_sends_are_fire_and_forget_and_batched_once_started(
+    started_in_still_time: FakeKernel, flushers: FlusherStarts
+) -> None:
+    started = started_in_still_time
     held: queue.SimpleQueue[Request] = queue.SimpleQueue()
     started.answers["send_many"] = lambda r: held.put(r)  # type: ignore[func-returns-value]
     for i in range(2000):
@@ -243,8 +272,10 @@ def test_sends_are_fire_and_forget_and_batched_once_started(started: FakeKernel)
     started.runtime.flush()
     assert started.sent() == [("/points", i) for i in range(2000)]
     batches = started.requests("send_many")
-    # A loop of sends goes out in batches, not as a frame and a reply per value.
-    assert len(batches) < 2000
+    # A loop of sends goes out in batches, not as a frame and a reply per value: the
+    # first at once (nothing was sent before it), then full batches, the rest by flush.
+    assert [len(r.items) for r in batches] == [1, BATCH_ITEMS, 2000 - 1 - BATCH_ITEMS]
+    assert len(flushers.loops) == 1
     assert len({r.request_id for r in batches}) == len(batches)
     started.wait_answered(len(batches))
     for _ in batches:
@@ -253,13 +284,21 @@ def test_sends_are_fire_and_forget_and_batched_once_started(started: FakeKernel)
     assert started.logs == []
 
 
-def test_a_send_after_a_pause_goes_out_without_waiting_for_a_flush(started: FakeKernel) -> None:
+def test_a_send_after_a_pause_goes_out_without_waiting_for_a_flush(
+    started_in_still_time: FakeKernel, clock: FakeClock, flushers: FlusherStarts
+) -> None:
+    started = started_in_still_time
     started.runtime.send("/a", 1)
-    time.sleep(0.01)
+    clock.advance(0.01)
     started.runtime.send("/a", 2)
     # Sent by the calling thread itself: both batches exist as soon as send returned.
     assert [[item[:2] for item in batch.items] for batch in started.requests("send_many")] == [
         [("/a", 1)], [("/a", 2)]]
+    assert flushers.loops == []  # no flusher was needed
+    clock.advance(BURST_GAP_S / 2)
+    started.runtime.send("/a", 3)  # within the gap: a burst, left to the flusher
+    assert len(started.requests("send_many")) == 2
+    assert len(flushers.loops) == 1
 
 
 def test_a_burst_is_handed_over_by_the_flusher_without_an_explicit_flush(
@@ -663,6 +702,43 @@ def test_read_value_error_is_raised(started: FakeKernel) -> None:
     assert started.runtime.connected  # a failed read says nothing about the connection
     with pytest.raises(ValueError, match="timeout"):
         started.runtime.read_value("/nope", timeout=0)
+
+
+def test_the_read_timeout_setting_is_what_a_read_without_a_timeout_carries_and_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """WRAPPERKERNEL_READ_TIMEOUT_S, inherited from the kernel, is the default of
+    read_value: on the read frame (the kernel's bound) and in the worker's own wait."""
+    monkeypatch.setenv("WRAPPERKERNEL_READ_TIMEOUT_S", "0.2")
+    fake = FakeKernel(reply_wait_s=0.1)
+    try:
+        comms_base.install_backend(fake.runtime)
+        fake.answers["read"] = lambda r: ok(r, "v")
+        assert fake.runtime.read_value("/a") == "v"
+        assert comms.read_value("/a") == "v"
+        assert fake.runtime.read_value("/a", timeout=1.5) == "v"
+        assert [r.timeout_s for r in fake.requests("read")] == [0.2, 0.2, 1.5]
+        fake.answers["read"] = lambda r: None
+        with pytest.raises(CommsError, match=r"'read' request within 0\.3 s"):  # 0.2 + 0.1
+            comms.read_value("/a")
+    finally:
+        fake.stop()
+
+
+@pytest.mark.parametrize("text", ["soon", "0", "-1", "nan", "inf", ""])
+def test_a_bad_read_timeout_setting_is_logged_and_the_default_kept(
+    monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    monkeypatch.setenv("WRAPPERKERNEL_READ_TIMEOUT_S", text)
+    fake = FakeKernel()
+    try:
+        assert fake.logs == [
+            f"ignored WRAPPERKERNEL_READ_TIMEOUT_S={text!r}: expected a positive number of seconds"]
+        fake.answers["read"] = lambda r: ok(r, 1)
+        fake.runtime.read_value("/a")
+        assert [r.timeout_s for r in fake.requests("read")] == [READ_TIMEOUT_S]
+    finally:
+        fake.stop()
 
 
 def test_read_value_starts_the_channel_first(kernel: FakeKernel) -> None:

@@ -25,9 +25,10 @@ from comms_fixtures import (
     strict_json,
     wait_page_hears_kernel,
 )
-from headless_page import wait_until
+from headless_page import HeadlessPage, wait_until
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from kernel_helpers import running_kernel
 
 pytestmark = pytest.mark.usefixtures("kernel_env")
 
@@ -195,6 +196,29 @@ def test_read_of_an_address_the_page_does_not_have_is_a_comms_error(
     assert errors[0]["ename"] == "CommsError"
     assert "'/nowhere'" in errors[0]["evalue"]
     assert "could not read" in errors[0]["evalue"]
+
+
+def test_the_read_timeout_setting_bounds_a_read_given_no_timeout(kernel_env: Path) -> None:
+    """WRAPPERKERNEL_READ_TIMEOUT_S, set for the kernel, is inherited by the worker and is
+    the timeout of every read_value given none. The page here is slow: it spends 2 s on
+    the value sent first, so the read behind it is answered after the 0.5 s setting (and
+    before the built-in 3 s). The heartbeat timeout is raised so that a ping answered as
+    slowly does not count as a stale page."""
+    env = {"WRAPPERKERNEL_READ_TIMEOUT_S": "0.5", "WRAPPERKERNEL_HEARTBEAT_TIMEOUT_S": "10"}
+    with running_kernel(env=env) as conn:
+        page = HeadlessPage(conn.km.connection_file)
+        try:
+            wait_page_hears_kernel(conn, page)
+            k = PageKernel(conn, page)
+            k.run_ok("from wrapperkernel import comms\ncomms.start()")
+            page.synced["/slow"] = 1
+            page.seconds_per_value = 2.0
+            result = conn.run("comms.send('/x', 0)\ncomms.read_value('/slow')", timeout=30)
+            assert result.status == "error", describe(result)
+            assert result.content["ename"] == "CommsError"
+            assert "did not answer the read of '/slow' within 0.5 s" in result.content["evalue"]
+        finally:
+            page.close()
 
 
 # ---------------------------------------------------------------- page -> program, between cells

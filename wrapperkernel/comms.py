@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from wrapperkernel.address.defaults import READ_TIMEOUT_S
 from wrapperkernel.comms_base import CommsError, Listener, find_backend
 
 __all__ = [
@@ -95,12 +94,13 @@ def listen(address: str, *, latest_only: bool = False) -> Listener:
     return find_backend().listen(address, latest_only=latest_only)
 
 
-def read_value(address: str, timeout: float = READ_TIMEOUT_S) -> Any:
+def read_value(address: str, timeout: float | None = None) -> Any:
     """Ask the page for its current value of ``address`` and return it; blocks.
 
     The page answers from its synced variable for the address
     (``wrapperkernel_comm.newSyncedVariable``). Raises ``CommsError`` when the page has
-    no value for it or does not answer within ``timeout`` seconds.
+    no value for it or does not answer within ``timeout`` seconds. ``None`` means the
+    kernel's setting ``WRAPPERKERNEL_READ_TIMEOUT_S`` (3 s unless set).
     """
     return find_backend().read_value(address, timeout)
 

@@ -180,7 +180,8 @@ def check_address(address: object) -> None:
 
 class CommsBackend(Protocol):
     """What ``wrapperkernel.comms`` calls into: the worker's ``AddressRuntime``, or a test's
-    stand-in. Each method does what the function of the same name in ``comms`` documents."""
+    stand-in. Each method does what the function of the same name in ``comms`` documents;
+    a ``None`` timeout is the backend's configured default."""
 
     def start(self, timeout_s: float | None = None) -> None: ...
     def send(self, address: str, value: Any) -> None: ...

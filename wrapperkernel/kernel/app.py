@@ -15,6 +15,7 @@ import uuid
 
 from wrapperkernel.kernel.startup import StartupGate
 from wrapperkernel.kernel.supervisor import WorkerSupervisor
+from wrapperkernel.settings import READ_TIMEOUT_VARIABLE, seconds_from_environment
 from wrapperkernel.wire.connection import ConnectionInfo
 from wrapperkernel.wire.session import import_session_class
 from wrapperkernel.wire.transport import Transport
@@ -33,7 +34,7 @@ TIMING_VARIABLES = {
     "WRAPPERKERNEL_WAIT_FOR_CONNECTION_S": "wait_for_connection_s",
     "WRAPPERKERNEL_HEARTBEAT_REQUEST_THRESHOLD_S": "heartbeat_request_threshold_s",
     "WRAPPERKERNEL_HEARTBEAT_TIMEOUT_S": "heartbeat_timeout_s",
-    "WRAPPERKERNEL_READ_TIMEOUT_S": "read_timeout_s",
+    READ_TIMEOUT_VARIABLE: "read_timeout_s",  # the worker reads it too, for the reads it sends
 }
 
 
@@ -50,17 +51,13 @@ def address_timing_overrides(environ: dict[str, str]) -> dict[str, float]:
     """The ``AddressTimings`` fields the environment sets (see address_timings_from_environment)."""
     overrides: dict[str, float] = {}
     for variable, field in TIMING_VARIABLES.items():
-        text = environ.get(variable)
-        if text is None:
-            continue
         try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if value > 0:
+            value = seconds_from_environment(environ, variable)
+        except ValueError as ignored:
+            log.warning("%s", ignored)
+            continue
+        if value is not None:
             overrides[field] = value
-        else:
-            log.warning("ignored %s=%r: expected a positive number of seconds", variable, text)
     return overrides
 
 

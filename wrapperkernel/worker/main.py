@@ -4,7 +4,8 @@ Threads and their jobs:
 - main thread: runs requests one at a time (cells, completion, inspection, history);
   user code runs here so that SIGINT becomes KeyboardInterrupt in it.
 - reader thread: reads frames from the kernel and routes them; it never runs user code.
-- output flusher and fd pumps (``output``), and the comm dispatcher (``comms`` runtime).
+- output flusher and fd pumps (``output``); the address channel's callback dispatcher
+  (``callbacks``) and send flusher (``send_batcher``), both started on first use.
 
 When the kernel goes away the worker exits at once: it has nobody left to work for.
 """
@@ -115,7 +116,7 @@ class Worker:
         self.context.drains.append(self.address.flush)
         from wrapperkernel.worker.relay import WorkerRelay
 
-        self.relay = WorkerRelay(self.link.send, self.address.run_on_dispatcher)
+        self.relay = WorkerRelay(self.link.send, self.address.dispatcher.submit)
         self.relay.install()
 
         threading.Thread(target=self._read, name="kernel-reader", daemon=True).start()
@@ -164,7 +165,7 @@ class Worker:
             # Comm messages that arrived before this cell are handled before it runs, as
             # in a kernel that handles everything in order: the cell waits (briefly,
             # bounded) until the dispatcher passed this point.
-            handled = self.address.barrier()
+            handled = self.address.dispatcher.barrier()
             if handled is not None:
                 self.barriers[frame.req] = handled
             self.jobs.put(frame)

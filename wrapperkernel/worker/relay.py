@@ -5,8 +5,9 @@ other comm user work in this kernel — with their events handled while a cell r
 them as the hooks a kernel provides). Comms created by the program publish through
 ``RelayCommFrame``s, which the kernel turns into comm messages on IOPub. Comm messages
 from the page's own kernel connection arrive as ``RelayCommFrame``s on the reader thread
-and are handled on the comms dispatcher thread, in arrival order, never concurrently
-with each other or with address-channel callbacks; the cell's main thread keeps running.
+and are handled on the callback dispatcher thread (``worker.callbacks``), in arrival
+order, never concurrently with each other or with address-channel callbacks; the cell's
+main thread keeps running.
 
 This module owns that mapping only; it never talks to sockets itself.
 """
@@ -34,20 +35,18 @@ def _encode_buffers(buffers: Any) -> list[str]:
 class WorkerRelay:
     def __init__(
         self,
-        send: Callable[[frames._Frame], None],
+        send: Callable[[frames.WorkerToKernel], None],
         run_on_dispatcher: Callable[[Callable[[], None]], None],
     ) -> None:
-        self._send = send
         self._run_on_dispatcher = run_on_dispatcher
         self.manager = CommManager()
-        bridge = self
 
         class RelayedComm(BaseComm):
             """A comm whose messages go to the page through the kernel."""
 
             def publish_msg(self, msg_type: str, data: Any = None, metadata: Any = None,
                             buffers: Any = None, **keys: Any) -> None:
-                bridge._send(frames.RelayCommFrame(
+                send(frames.RelayCommFrame(
                     msg_type=msg_type,  # type: ignore[arg-type]
                     comm_id=self.comm_id,
                     data={} if data is None else data,
