@@ -108,7 +108,7 @@ class Sampler:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from wrapperkernel.worker.address_runtime import DEFAULT_QUEUE_BYTES
+    from wrapperkernel.worker.send_batcher import DEFAULT_QUEUE_BYTES
 
     bound = args.bound or DEFAULT_QUEUE_BYTES
     # The commit the kernel under test runs (read before it starts).

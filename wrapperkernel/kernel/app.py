@@ -42,7 +42,7 @@ def address_timings_from_environment(environ: dict[str, str]) -> object:
     """The address channel's timeouts, each overridable by an environment variable
     (set them in the kernelspec's ``env``); a value that is not a positive number is
     reported and ignored."""
-    from wrapperkernel.address.core import AddressTimings
+    from wrapperkernel.address.events import AddressTimings
 
     return AddressTimings(**address_timing_overrides(environ))
 
@@ -128,7 +128,7 @@ async def serve(connection_file: str) -> int:
     await supervisor.start()
 
     # The rest of the kernel: request handlers, the comm router, the address channel.
-    from wrapperkernel.address.core import AddressTimings
+    from wrapperkernel.address.events import AddressTimings
     from wrapperkernel.kernel.address_adapter import AddressAdapter
     from wrapperkernel.kernel.comm_router import CommRouter
     from wrapperkernel.kernel.kernel import Kernel, install_interrupt_handler

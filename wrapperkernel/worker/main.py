@@ -55,12 +55,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to kill us if the kernel dies without closing the channel."""
+    """Ask Linux to kill us if the kernel dies without closing the link."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
-        return  # not Linux: the closed channel still ends the worker
+        return  # not Linux: the closed link still ends the worker
 
 
 class Worker:
