@@ -71,7 +71,7 @@ def fields_of(request: Request) -> tuple[str, str | None, Any]:
     return op_of(request), None, None
 
 
-def over_the_wire(frame: frames._Frame) -> Any:
+def over_the_wire(frame: frames.Frame) -> Any:
     """The frame as the other side decodes it from the byte stream."""
     body = encode(frame)[4:]
     if isinstance(frame, (frames.AddressValueFrame, frames.AddressReplyFrame)):
@@ -83,7 +83,7 @@ class FakeKernel:
     """Answers the runtime's requests from another thread; records every frame it got."""
 
     def __init__(self, reply_wait_s: float = WAIT_S, **runtime_options: Any) -> None:
-        self.frames: list[frames._Frame] = []
+        self.frames: list[frames.Frame] = []
         self.logs: list[str] = []
         self.answers: dict[str, Answer] = {
             op: ok for op in ("start", "send", "send_many", "read", "sync")
@@ -96,7 +96,7 @@ class FakeKernel:
         self._thread = threading.Thread(target=self._serve, name="fake-kernel", daemon=True)
         self._thread.start()
 
-    def send(self, frame: frames._Frame) -> None:
+    def send(self, frame: frames.Frame) -> None:
         wire = over_the_wire(frame)
         assert wire == frame
         with self._lock:

@@ -56,7 +56,7 @@ def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
     raise TypeError(f"no strategy for {annotation!r}: teach strategy_for this type")
 
 
-def members(union: Any) -> list[type[frames._Frame]]:
+def members(union: Any) -> list[type[frames.Frame]]:
     """The frame classes of an ``Annotated[Union[...], Field(discriminator=...)]``."""
     return list(get_args(get_args(union)[0]))
 
@@ -66,7 +66,7 @@ VALID_READS = st.builds(frames.AddressReadFrame, request_id=st.text(), address=s
                         timeout_s=st.none() | st.floats(min_value=1e-3, max_value=1e6))
 
 
-def frame_strategy(model: type[frames._Frame]) -> st.SearchStrategy[frames._Frame]:
+def frame_strategy(model: type[frames.Frame]) -> st.SearchStrategy[frames.Frame]:
     if model is frames.AddressReadFrame:
         return VALID_READS
     fields = {name: strategy_for(field.annotation) for name, field in model.model_fields.items()}
@@ -101,7 +101,7 @@ WORKER_ONLY = [m for m in DIRECTIONS["worker-to-kernel"][0]
                if m not in DIRECTIONS["kernel-to-worker"][0]]
 
 
-def frames_of(direction: str) -> st.SearchStrategy[frames._Frame]:
+def frames_of(direction: str) -> st.SearchStrategy[frames.Frame]:
     return st.one_of(*(frame_strategy(model) for model in DIRECTIONS[direction][0]))
 
 
@@ -124,8 +124,8 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
 
 def test_every_frame_class_can_cross_the_channel() -> None:
     declared = {cls for cls in vars(frames).values()
-                if isinstance(cls, type) and issubclass(cls, frames._Frame)
-                and cls is not frames._Frame}
+                if isinstance(cls, type) and issubclass(cls, frames.Frame)
+                and cls is not frames.Frame}
     assert {c.__name__ for c in ALL_MODELS} == {c.__name__ for c in declared}
     for models, _ in DIRECTIONS.values():
         type_names = [model.model_fields["type"].default for model in models]
@@ -169,7 +169,7 @@ def test_byte_at_a_time_feeding_yields_each_frame_once_complete(
 
 @settings(max_examples=100, deadline=None)
 @given(frame=st.one_of(*(frame_strategy(model) for model in WORKER_ONLY)))
-def test_a_worker_only_frame_is_rejected_by_the_worker_side(frame: frames._Frame) -> None:
+def test_a_worker_only_frame_is_rejected_by_the_worker_side(frame: frames.Frame) -> None:
     decoder: FrameDecoder[Any] = FrameDecoder(frames.KERNEL_TO_WORKER)
 
     with pytest.raises(FramingError):

@@ -24,7 +24,7 @@ from wrapperkernel.workerlink import frames
 REQ = "request-1"
 
 # frame -> (msg_type, content), the content spelt out field by field as in the spec.
-CASES: dict[str, tuple[frames._Frame, str, dict[str, Any]]] = {
+CASES: dict[str, tuple[frames.Frame, str, dict[str, Any]]] = {
     "stream-stdout": (
         frames.StreamFrame(req=REQ, name="stdout", text="hello\n"),
         "stream", {"name": "stdout", "text": "hello\n"}),
@@ -80,7 +80,7 @@ def _worker_frame_classes() -> set[type]:
 
 @pytest.mark.parametrize(("frame", "msg_type", "content"), CASES.values(), ids=CASES.keys())
 def test_each_output_frame_becomes_the_message_the_spec_names(
-    frame: frames._Frame, msg_type: str, content: dict[str, Any]
+    frame: frames.Frame, msg_type: str, content: dict[str, Any]
 ) -> None:
     published = iopub.publication(frame)
 
@@ -89,7 +89,7 @@ def test_each_output_frame_becomes_the_message_the_spec_names(
 
 @pytest.mark.parametrize(("frame", "msg_type", "content"), CASES.values(), ids=CASES.keys())
 def test_each_published_content_passes_the_spec_schema(
-    frame: frames._Frame, msg_type: str, content: dict[str, Any]
+    frame: frames.Frame, msg_type: str, content: dict[str, Any]
 ) -> None:
     published = iopub.publication(frame)
     assert published is not None
@@ -117,7 +117,7 @@ def test_every_worker_frame_is_published_or_handled_by_the_kernel() -> None:
     frames.AddressSyncFrame(request_id="r1"),
     frames.RelayCommFrame(msg_type="comm_msg", comm_id="c1"),
 ], ids=lambda frame: frame.type)
-def test_frames_that_start_answer_or_route_are_not_publications(frame: frames._Frame) -> None:
+def test_frames_that_start_answer_or_route_are_not_publications(frame: frames.Frame) -> None:
     assert iopub.publication(frame) is None
 
 
@@ -132,7 +132,7 @@ class RecordingTransport:
 
 @pytest.mark.parametrize(("frame", "msg_type", "content"), CASES.values(), ids=CASES.keys())
 def test_the_kernel_publishes_the_table_entry_parented_to_the_request(
-    frame: frames._Frame, msg_type: str, content: dict[str, Any]
+    frame: frames.Frame, msg_type: str, content: dict[str, Any]
 ) -> None:
     transport = RecordingTransport()
     kernel = Kernel(transport, worker=None)  # type: ignore[arg-type]

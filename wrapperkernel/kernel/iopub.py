@@ -52,7 +52,7 @@ def _clear_output(frame: frames.ClearOutputFrame) -> Publication:
 
 
 # The table. A frame class that is not here is not a plain publication.
-PUBLICATIONS: dict[type[frames._Frame], Callable[[Any], Publication]] = {
+PUBLICATIONS: dict[type[frames.Frame], Callable[[Any], Publication]] = {
     frames.StreamFrame: _stream,
     frames.DisplayDataFrame: _display_data,
     frames.ExecuteResultFrame: _execute_result,
@@ -61,7 +61,7 @@ PUBLICATIONS: dict[type[frames._Frame], Callable[[Any], Publication]] = {
 }
 
 
-def publication(frame: frames._Frame) -> Publication | None:
+def publication(frame: frames.Frame) -> Publication | None:
     """The IOPub message ``frame`` becomes, or None when it is not a plain publication."""
     build = PUBLICATIONS.get(type(frame))
     return None if build is None else build(frame)

@@ -38,7 +38,7 @@ QUEUED_TYPES = {"execute_request", "complete_request", "inspect_request", "histo
 @dataclass
 class Job:
     request: Incoming
-    frame: frames._Frame
+    frame: frames.Frame
     finished: bool = False
 
 
@@ -255,7 +255,7 @@ class Kernel:
 
     # ------------------------------------------------------------------ the worker queue
 
-    def _worker_frame(self, request: Incoming) -> frames._Frame:
+    def _worker_frame(self, request: Incoming) -> frames.Frame:
         msg_type, req, content = request.msg_type, request.msg_id, request.content
         if msg_type == "execute_request":
             q = m.parse(m.ExecuteRequest, content)

@@ -99,7 +99,7 @@ class WorkerSupervisor:
         self.generation += 1
         self._watch = asyncio.create_task(self._read(reader, self._process, self.generation))
 
-    def send(self, frame: frames._Frame) -> None:
+    def send(self, frame: frames.Frame) -> None:
         """Queue ``frame`` for the worker: written at the end of this turn of the event
         loop, or by ``flush``. A dead worker's frames are discarded by restart."""
         from wrapperkernel.workerlink.framing import encode

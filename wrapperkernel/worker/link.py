@@ -26,7 +26,7 @@ class Link:
         self._sock = sock
         self._send_lock = threading.Lock()
 
-    def send(self, frame: frames._Frame) -> None:
+    def send(self, frame: frames.Frame) -> None:
         self.send_encoded(encode(frame))
 
     def send_encoded(self, data: bytes) -> None:

@@ -81,7 +81,7 @@ def debugger_on_stack(frame: FrameType | None) -> bool:
 class CellContext:
     """What the shell's output hooks need to know about the request being served."""
 
-    send: Callable[[frames._Frame], None]
+    send: Callable[[frames.Frame], None]
     output: OutputBuffer
     req: str = ""
     executing: bool = False
@@ -95,7 +95,7 @@ class CellContext:
             drain()
         self.output.flush()
 
-    def emit(self, frame: frames._Frame) -> None:
+    def emit(self, frame: frames.Frame) -> None:
         """Send ``frame`` after every byte of text written before it."""
         with self.output.lock:
             self.output.flush_locked()

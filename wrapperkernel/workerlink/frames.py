@@ -32,14 +32,16 @@ def _is_positive_seconds(value: object) -> bool:
         return False
 
 
-class _Frame(BaseModel):
+class Frame(BaseModel):
+    """The base of every frame: unknown fields are an error, and a frame never changes."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------- kernel -> worker
 
 
-class ExecuteFrame(_Frame):
+class ExecuteFrame(Frame):
     type: Literal["execute"] = "execute"
     req: str
     code: str
@@ -49,14 +51,14 @@ class ExecuteFrame(_Frame):
     allow_stdin: bool = False
 
 
-class CompleteFrame(_Frame):
+class CompleteFrame(Frame):
     type: Literal["complete"] = "complete"
     req: str
     code: str
     cursor_pos: int
 
 
-class InspectFrame(_Frame):
+class InspectFrame(Frame):
     type: Literal["inspect"] = "inspect"
     req: str
     code: str
@@ -64,7 +66,7 @@ class InspectFrame(_Frame):
     detail_level: int = 0
 
 
-class HistoryFrame(_Frame):
+class HistoryFrame(Frame):
     type: Literal["history"] = "history"
     req: str
     hist_access_type: Literal["tail", "range", "search"]
@@ -78,7 +80,7 @@ class HistoryFrame(_Frame):
     unique: bool = False
 
 
-class InputReplyFrame(_Frame):
+class InputReplyFrame(Frame):
     """The frontend's answer to ``input()``; ``error`` says why its input_reply could not
     be used (``value`` is then empty), so that ``input()`` raises instead of waiting."""
 
@@ -88,7 +90,7 @@ class InputReplyFrame(_Frame):
     error: str | None = None
 
 
-class AddressValueFrame(_Frame):
+class AddressValueFrame(Frame):
     """A value from the page for an address the program subscribed to."""
 
     type: Literal["address_value"] = "address_value"
@@ -96,7 +98,7 @@ class AddressValueFrame(_Frame):
     value: Any = None
 
 
-class AddressReplyFrame(_Frame):
+class AddressReplyFrame(Frame):
     """The answer to one request of the program (``AddressStartFrame`` ... ``AddressSendManyFrame``)."""
 
     type: Literal["address_reply"] = "address_reply"
@@ -106,14 +108,14 @@ class AddressReplyFrame(_Frame):
     error: str | None = None
 
 
-class AddressReadRequestFrame(_Frame):
+class AddressReadRequestFrame(Frame):
     """The page asks for the program's current value of a subscribed address."""
 
     type: Literal["address_read_request"] = "address_read_request"
     address: str
 
 
-class RelayCommFrame(_Frame):
+class RelayCommFrame(Frame):
     """A message of the standard ``comm`` package (ipywidgets, anywidget, ...) relayed
     between the page's own kernel connection and the worker, in either direction.
     ``buffers`` are base64 text: the link carries JSON only."""
@@ -128,27 +130,27 @@ class RelayCommFrame(_Frame):
     target_module: str | None = None
 
 
-class ShutdownFrame(_Frame):
+class ShutdownFrame(Frame):
     type: Literal["shutdown"] = "shutdown"
 
 
 # --------------------------------------------------------------------- worker -> kernel
 
 
-class ReadyFrame(_Frame):
+class ReadyFrame(Frame):
     type: Literal["ready"] = "ready"
     pid: int
     ipython_version: str
 
 
-class StreamFrame(_Frame):
+class StreamFrame(Frame):
     type: Literal["stream"] = "stream"
     req: str
     name: Literal["stdout", "stderr"]
     text: str
 
 
-class DisplayDataFrame(_Frame):
+class DisplayDataFrame(Frame):
     type: Literal["display_data"] = "display_data"
     req: str
     data: dict[str, Any]
@@ -157,7 +159,7 @@ class DisplayDataFrame(_Frame):
     update: bool = False
 
 
-class ExecuteResultFrame(_Frame):
+class ExecuteResultFrame(Frame):
     type: Literal["execute_result"] = "execute_result"
     req: str
     execution_count: int
@@ -165,7 +167,7 @@ class ExecuteResultFrame(_Frame):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class ErrorFrame(_Frame):
+class ErrorFrame(Frame):
     type: Literal["error"] = "error"
     req: str
     ename: str
@@ -173,20 +175,20 @@ class ErrorFrame(_Frame):
     traceback: list[str]
 
 
-class ClearOutputFrame(_Frame):
+class ClearOutputFrame(Frame):
     type: Literal["clear_output"] = "clear_output"
     req: str
     wait: bool = False
 
 
-class InputRequestFrame(_Frame):
+class InputRequestFrame(Frame):
     type: Literal["input_request"] = "input_request"
     req: str
     prompt: str
     password: bool = False
 
 
-class ExecuteReplyFrame(_Frame):
+class ExecuteReplyFrame(Frame):
     type: Literal["execute_reply"] = "execute_reply"
     req: str
     status: Literal["ok", "error"]
@@ -200,7 +202,7 @@ class ExecuteReplyFrame(_Frame):
     traceback: list[str] | None = None
 
 
-class ReplyFrame(_Frame):
+class ReplyFrame(Frame):
     """The reply content of a complete/inspect/history request, in Jupyter's spelling."""
 
     type: Literal["reply"] = "reply"
@@ -208,7 +210,7 @@ class ReplyFrame(_Frame):
     content: dict[str, Any]
 
 
-class AddressStartFrame(_Frame):
+class AddressStartFrame(Frame):
     """The program wants a page connected (``comms.start()``, or implicitly before its
     first use); ``retry`` marks an explicit start, which tries the install again after a
     failure. Answered, like every request below, by one ``AddressReplyFrame``."""
@@ -218,7 +220,7 @@ class AddressStartFrame(_Frame):
     retry: StrictBool = False
 
 
-class AddressSendFrame(_Frame):
+class AddressSendFrame(Frame):
     """One value for the page, sent on its own (the answer to a read request of the
     page); the program's ``comms.send`` calls travel batched in ``AddressSendManyFrame``."""
 
@@ -228,7 +230,7 @@ class AddressSendFrame(_Frame):
     value: Any = None
 
 
-class AddressReadFrame(_Frame):
+class AddressReadFrame(Frame):
     """The program asks the page for its current value of ``address``; the reply's value
     is the page's answer. ``timeout_s`` bounds the wait (None: the kernel's default)."""
 
@@ -245,14 +247,14 @@ class AddressReadFrame(_Frame):
         return self
 
 
-class AddressSyncFrame(_Frame):
+class AddressSyncFrame(Frame):
     """Answered once every request the program made before it has been answered."""
 
     type: Literal["address_sync"] = "address_sync"
     request_id: str
 
 
-class AddressSendManyFrame(_Frame):
+class AddressSendManyFrame(Frame):
     """Values the program sent, in order: ``[address, value, size_bytes]`` items, answered
     by one ``AddressReplyFrame`` for them all. The worker batches ``comms.send`` calls into
     it; ``size_bytes`` is the item's JSON size on its way to the page (for pacing)."""
@@ -267,7 +269,7 @@ AddressRequestFrame = Union[AddressStartFrame, AddressSendFrame, AddressReadFram
                             AddressSyncFrame, AddressSendManyFrame]
 
 
-class AddressSubscriptionFrame(_Frame):
+class AddressSubscriptionFrame(Frame):
     """The first subscriber of an address appeared (``subscribed``) or the last one left."""
 
     type: Literal["address_subscription"] = "address_subscription"

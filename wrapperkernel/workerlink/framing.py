@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from wrapperkernel.workerlink.frames import _Frame
+from wrapperkernel.workerlink.frames import Frame
 
 HEADER = struct.Struct("!I")
 # Large enough for a big image or dataframe repr, small enough that random bytes read as a
@@ -28,7 +28,7 @@ class FramingError(Exception):
     """The byte stream does not hold a valid frame; the link cannot be trusted further."""
 
 
-def encode(frame: _Frame) -> bytes:
+def encode(frame: Frame) -> bytes:
     return encode_body(frame.model_dump_json().encode(), frame.type)
 
 
