@@ -100,6 +100,13 @@ class HeadlessPage:
         if not self._reopened.wait(timeout):
             raise TimeoutError(f"the headless page did not reopen within {timeout} s")
 
+    def join(self, kernel_id: str, timeout: float = 5.0) -> None:
+        """A second page (another tab, a collaborator) whose client installs itself and
+        joins kernel ``kernel_id``: a comm_open on a new comm, from the page thread.
+        Learn the id from a page that saw the install script (``kernel_id``)."""
+        self.kernel_id = kernel_id
+        self.reopen(timeout)
+
     def reload(self) -> None:
         """Forget the connection, as a page reload does: no close is sent."""
         self.comm_id = None
