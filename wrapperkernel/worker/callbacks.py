@@ -7,10 +7,15 @@ not handled yet, and the barrier a cell waits on so that what arrived before it 
 handled before it runs.
 
 Must never: run anything on the caller's thread (``deliver`` and ``submit`` only queue:
-the reader thread calls them), let a failing callback or job stop the loop (its
-traceback goes to stderr, which shows in the cell output), or own the subscriptions:
-which callback an id stands for is the runtime's, looked up when the value's turn comes,
-so that a callback unsubscribed meanwhile gets none of the values queued for it.
+the reader thread calls them), let a failing callback or job stop the loop, or own the
+subscriptions: which callback an id stands for is the runtime's, looked up when the
+value's turn comes, so that a callback unsubscribed meanwhile gets none of the values
+queued for it.
+
+A subscription callback is the user's code: its traceback goes to stderr, into the
+output of the running or last cell (``report_callback_error``, as docs/comms-api.md
+says). A failing job is reported to the ``on_error`` it was submitted with (the relay's
+log it to the kernel's log, as ipykernel logs a failing message handler), else to stderr.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from wrapperkernel.comms_base import report_callback_error
 
 Callback = Callable[[str, Any], object]
 Job = Callable[[], None]
+# Told about a job's exception, on the dispatcher thread; it must not raise (a logging
+# call does not).
+ErrorReporter = Callable[[BaseException], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +45,16 @@ class Subscription:
     callback: Callback
 
 
+@dataclass(frozen=True, slots=True)
+class _Submitted:
+    """A job, and whom to tell if it fails (None: stderr)."""
+
+    job: Job
+    on_error: ErrorReporter | None
+
+
 # A value for the subscriptions with these ids, in subscription order; or a job.
-_Delivery = Union[tuple[str, Any, tuple[int, ...]], Job]
+_Delivery = Union[tuple[str, Any, tuple[int, ...]], _Submitted]
 
 
 class CallbackDispatcher:
@@ -72,10 +88,13 @@ class CallbackDispatcher:
         """Queue ``value`` for the callbacks of these subscriptions."""
         self._queue((address, value, subscription_ids))
 
-    def submit(self, job: Job) -> None:
-        """Run ``job`` on the dispatcher thread, in order with the value callbacks."""
+    def submit(self, job: Job, on_error: ErrorReporter | None = None) -> None:
+        """Run ``job`` on the dispatcher thread, in order with the value callbacks.
+
+        If it raises, ``on_error`` gets the exception; without one, its traceback goes
+        to stderr."""
         self.start()
-        self._queue(job)
+        self._queue(_Submitted(job, on_error))
 
     def barrier(self) -> threading.Event | None:
         """An event set once everything queued so far was handled; None when nothing is
@@ -102,11 +121,14 @@ class CallbackDispatcher:
                     self._pending -= 1
 
     def _dispatch_one(self, item: _Delivery) -> None:
-        if callable(item):
+        if isinstance(item, _Submitted):
             try:
-                item()
-            except BaseException:  # noqa: BLE001 - the one catch-all of this loop
-                traceback.print_exc(file=sys.stderr)
+                item.job()
+            except BaseException as error:  # noqa: BLE001 - the one catch-all of this loop
+                if item.on_error is None:
+                    traceback.print_exc(file=sys.stderr)
+                else:
+                    item.on_error(error)
             return
         address, value, subscription_ids = item
         for subscription_id in subscription_ids:

@@ -74,10 +74,15 @@ class Worker:
         self.diagnostics = os.fdopen(os.dup(2), "w", buffering=1)
         faulthandler.enable(self.diagnostics)
         # Our own and the comm package's log lines go to the kernel's log, not into the
-        # user's cell output; the root logger stays the user's to configure.
+        # user's cell output; the root logger stays the user's to configure. The comm
+        # package logs as "Comm" (comm/base_comm.py: "No such comm target registered",
+        # "No such comm", "Exception in comm_msg" with its traceback); with no handler
+        # of its own, logging's last resort would write those to sys.stderr, which is the
+        # running cell's output. ipykernel shows them in no cell either (it publishes
+        # them as stderr parented to the page's comm message, which no cell owns).
         handler = logging.StreamHandler(self.diagnostics)
         handler.setFormatter(logging.Formatter("[wrapperkernel worker %(levelname)s %(name)s] %(message)s"))
-        for name in ("wrapperkernel", "comm"):
+        for name in ("wrapperkernel", "Comm"):
             logger = logging.getLogger(name)
             logger.addHandler(handler)
             logger.propagate = False
