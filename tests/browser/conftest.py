@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,11 +171,19 @@ class LabServerFactory:
         self._root = root
         self._kernel = kernel
         self.started: list[LabServer] = []
+        self._count = 0
 
-    def __call__(self, base_url: str = "/") -> LabServer:
-        work_dir = self._root / f"server-{len(self.started)}"
+    def __call__(self, base_url: str = "/", extra_args: Sequence[str] = ()) -> LabServer:
+        """Start a server; ``extra_args`` are appended to its command line (for example
+        ``--gateway-url=...``)."""
+        # Numbered by every server started so far, so a stopped one's folder is not reused.
+        work_dir = self._root / f"server-{self._count}"
+        self._count += 1
         server = jupyterlab.start_lab_server(
-            work_dir=work_dir, jupyter_path=[self._kernel.data_dir], base_url=base_url
+            work_dir=work_dir,
+            jupyter_path=[self._kernel.data_dir],
+            base_url=base_url,
+            extra_args=extra_args,
         )
         self.started.append(server)
         specs = (server.api("api/kernelspecs") or {}).get("kernelspecs", {})
@@ -185,6 +193,11 @@ class LabServerFactory:
                 f"(it lists {sorted(specs)}); log {server.log_path}"
             )
         return server
+
+    def stop(self, server: LabServer) -> None:
+        """Stop one server now (before something it depends on, such as a kernel gateway)."""
+        self.started.remove(server)
+        server.stop()
 
     def stop_all(self) -> None:
         while self.started:

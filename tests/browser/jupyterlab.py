@@ -5,7 +5,8 @@ This module owns two things the browser tests build on:
 - ``start_lab_server``: one ``jupyter lab`` process on 127.0.0.1 with a free port, a random
   token, an optional base URL (JupyterHub-style ``/user/<name>/``) and every Jupyter
   directory isolated in a temporary folder, so a developer's own settings, kernels and
-  workspaces never leak in, and nothing reaches the internet.
+  workspaces never leak in, and nothing reaches the internet. ``start_kernel_gateway``
+  starts a Jupyter Kernel Gateway the same way, for a server run with ``gateway_args``.
 - page helpers (``open_lab``, ``create_notebook``, ``run_cell`` ...): the only place that
   knows JupyterLab's DOM. Selectors were checked against JupyterLab 4.6.
 
@@ -27,7 +28,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,8 +234,16 @@ _PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 
 
 def lab_command(
-    *, port: int, token: str, root_dir: Path, base_url: str, python: str = sys.executable
+    *,
+    port: int,
+    token: str,
+    root_dir: Path,
+    base_url: str,
+    python: str = sys.executable,
+    extra_args: Sequence[str] = (),
 ) -> list[str]:
+    """The ``jupyter lab`` command line; ``extra_args`` come last, so they can add
+    settings (``--gateway-url=...``) or override one of these."""
     return [
         python,
         "-m",
@@ -252,6 +261,7 @@ def lab_command(
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.extension_manager=readonly",
+        *extra_args,
     ]
 
 
@@ -261,21 +271,104 @@ def start_lab_server(
     jupyter_path: Sequence[Path],
     base_url: str = "/",
     startup_timeout_s: float = SERVER_START_TIMEOUT_S,
+    extra_args: Sequence[str] = (),
 ) -> LabServer:
-    """Start ``jupyter lab`` and return once ``api/status`` answers. The caller must stop()."""
+    """Start ``jupyter lab`` and return once ``api/status`` answers. The caller must stop().
+
+    ``extra_args`` are appended to the command line (see ``lab_command``)."""
     base_url = normalize_base_url(base_url)
     work_dir.mkdir(parents=True, exist_ok=True)
     root_dir = work_dir / "root"
     root_dir.mkdir(exist_ok=True)
-    env = isolated_jupyter_env(work_dir, jupyter_path)
+
+    def command(port: int, token: str) -> list[str]:
+        return lab_command(
+            port=port, token=token, root_dir=root_dir, base_url=base_url, extra_args=extra_args
+        )
+
+    return _start_server(
+        "jupyter lab",
+        command,
+        work_dir=work_dir,
+        root_dir=root_dir,
+        env=isolated_jupyter_env(work_dir, jupyter_path),
+        base_url=base_url,
+        ready_path="api/status",
+        startup_timeout_s=startup_timeout_s,
+    )
+
+
+def kernel_gateway_command(*, port: int, token: str, python: str = sys.executable) -> list[str]:
+    """A Jupyter Kernel Gateway (``jupyter kernelgateway``, its websocket personality) on
+    127.0.0.1 that asks for ``token`` and lets its clients list kernels, as a Jupyter
+    Server in gateway mode needs."""
+    return [
+        python,
+        "-m",
+        "jupyter",
+        "kernelgateway",
+        f"--KernelGatewayApp.ip={HOST}",
+        f"--KernelGatewayApp.port={port}",
+        "--KernelGatewayApp.port_retries=0",
+        f"--KernelGatewayApp.auth_token={token}",
+        "--JupyterWebsocketPersonality.list_kernels=True",
+    ]
+
+
+def start_kernel_gateway(
+    *,
+    work_dir: Path,
+    jupyter_path: Sequence[Path],
+    startup_timeout_s: float = SERVER_START_TIMEOUT_S,
+) -> LabServer:
+    """Start a kernel gateway whose kernels come from ``jupyter_path``; return once its
+    ``api/kernelspecs`` answers. The caller must stop() it (after the servers using it).
+
+    The gateway speaks the same REST API for kernels as Jupyter Server, with the same
+    ``Authorization: token`` header, so a ``LabServer`` handle reaches it and stops it
+    (its kernels first)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    root_dir = work_dir / "root"
+    root_dir.mkdir(exist_ok=True)
+    return _start_server(
+        "jupyter kernelgateway",
+        lambda port, token: kernel_gateway_command(port=port, token=token),
+        work_dir=work_dir,
+        root_dir=root_dir,
+        env=isolated_jupyter_env(work_dir, jupyter_path),
+        base_url="/",
+        ready_path="api/kernelspecs",
+        startup_timeout_s=startup_timeout_s,
+    )
+
+
+def gateway_args(gateway: LabServer) -> list[str]:
+    """``jupyter lab`` arguments that send every kernel to ``gateway``."""
+    return [f"--gateway-url={gateway.url}", f"--GatewayClient.auth_token={gateway.token}"]
+
+
+def _start_server(
+    name: str,
+    command: Callable[[int, str], list[str]],
+    *,
+    work_dir: Path,
+    root_dir: Path,
+    env: dict[str, str],
+    base_url: str,
+    ready_path: str,
+    startup_timeout_s: float,
+) -> LabServer:
+    """Run ``command(port, token)`` on a free port with a random token until ``ready_path``
+    answers; a server that exits (its port taken meanwhile) is tried on another port."""
     failures: list[str] = []
+    log_name = name.replace(" ", "-")
     for attempt in range(1, PORT_ATTEMPTS + 1):
         port = free_port()
         token = secrets.token_hex(24)
-        log_path = work_dir / f"jupyter-lab-{attempt}.log"
+        log_path = work_dir / f"{log_name}-{attempt}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                lab_command(port=port, token=token, root_dir=root_dir, base_url=base_url),
+                command(port, token),
                 cwd=root_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -284,7 +377,7 @@ def start_lab_server(
             )
         server = LabServer(process, port, token, base_url, root_dir, log_path, env)
         try:
-            _wait_until_ready(server, startup_timeout_s)
+            _wait_until_ready(server, startup_timeout_s, ready_path, name)
         except _ServerExited:
             failures.append(f"attempt {attempt} (port {port}):\n{server.log_tail()}")
             server.stop()
@@ -293,16 +386,18 @@ def start_lab_server(
             server.stop()
             raise
         return server
-    raise RuntimeError("jupyter lab did not start:\n" + "\n".join(failures))
+    raise RuntimeError(f"{name} did not start:\n" + "\n".join(failures))
 
 
 class _ServerExited(RuntimeError):
     pass
 
 
-def _wait_until_ready(server: LabServer, timeout_s: float) -> None:
+def _wait_until_ready(
+    server: LabServer, timeout_s: float, ready_path: str = "api/status", name: str = "jupyter lab"
+) -> None:
     deadline = time.monotonic() + timeout_s
-    status_url = f"{server.url}api/status?token={server.token}"
+    status_url = f"{server.url}{ready_path}?token={server.token}"
     last_error = "no attempt yet"
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -316,7 +411,7 @@ def _wait_until_ready(server: LabServer, timeout_s: float) -> None:
             last_error = str(exc)
         time.sleep(SERVER_POLL_INTERVAL_S)
     raise TimeoutError(
-        f"jupyter lab at {server.url} not ready after {timeout_s:.0f} s "
+        f"{name} at {server.url} not ready after {timeout_s:.0f} s "
         f"(last error: {last_error}); log {server.log_path}:\n{server.log_tail()}"
     )
 
