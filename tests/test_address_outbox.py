@@ -275,3 +275,57 @@ def test_any_load_is_complete_ordered_capped_and_paced(
         excess = max((cost - outbox.byte_burst for _, cost in costs), default=0)
         byte_bound = outbox.byte_burst + bytes_per_s * window_s + max(0, excess)
         assert max_in_window(costs, window_s) <= byte_bound * (1 + slack)
+
+
+# --- lanes: one outbox per page, one budget ----------------------------------------------
+
+
+def test_lanes_share_one_budget_and_keep_their_own_queues():
+    waiting = Outbox(max_msgs_per_s=10, burst_s=0.2)  # a burst of two messages
+    first, second = waiting.lane(), waiting.lane()
+    assert first.msg_burst == second.msg_burst == waiting.msg_burst == 2
+    first.push(*item("/a", 1))
+    second.push(*item("/a", 2))
+    second.push({"address": "#ping", "value": 1}, 30, urgent=True)
+    assert first.take(0.0) == ([Message({"address": "/a", "value": 1})], None)
+    # The first lane took one of the two messages: the second gets the ping, then waits.
+    messages, due_s = second.take(0.0)
+    assert messages == [Message({"address": "#ping", "value": 1})]
+    assert due_s == pytest.approx(0.1)
+    # The budget refills once per instant, whichever lane asks first.
+    assert first.take(0.1) == ([], None)
+    assert second.take(0.1) == ([Message({"address": "/a", "value": 2})], None)
+
+
+def test_adopt_moves_the_programs_values_after_those_already_queued():
+    waiting = Outbox()
+    gone = waiting.lane()
+    gone.push({"address": "#comm_open_ack", "value": True}, 40, urgent=True)
+    gone.push(*item("/a", 1), tag="r1")
+    gone.push(*item("/a", 9), watched=True)  # a page's value passed on: for that page only
+    gone.push_many([item("/a", 2), item("/a", 3)], tag="r2")
+    gone.forget_connection()
+    waiting.adopt(gone)
+    assert len(gone) == 0 and not gone.has_tagged()
+    assert waiting.tags() == {"r1", "r2"}
+    fresh = waiting.lane()
+    fresh.push({"address": "#comm_open_ack", "value": True}, 40, urgent=True)
+    fresh.adopt(waiting)
+    messages, _ = fresh.take(0.0)
+    assert messages == [
+        Message({"address": "#comm_open_ack", "value": True}),
+        Message({"batch": [{"address": "/a", "value": n} for n in (1, 2, 3)]}, ("r1", "r2"))]
+
+
+def test_watched_items_count_until_they_leave():
+    outbox = Outbox(max_items_per_msg=1)
+    outbox.push({"address": "/b", "read_request": True}, 40)
+    assert not outbox.has_watched()
+    outbox.push(*item("/a", 1), watched=True)
+    assert outbox.has_watched() and not outbox.has_tagged()
+    outbox.take(0.0, max_messages=1)  # the read request
+    assert outbox.has_watched()
+    outbox.take(0.0, max_messages=1)
+    assert not outbox.has_watched()
+    with pytest.raises(ValueError, match="urgent"):
+        outbox.push({"address": "#ping", "value": 1}, 30, urgent=True, watched=True)

@@ -10,18 +10,22 @@ worker death or a kernel restart ends it, and the next epoch starts in a fresh w
 
 What the test can claim, and checks (docs/comms-api.md, "Delivery"):
 
-- The kernel publishes values only to the comm it acknowledged last: nothing goes to a
-  comm after a newer one was acknowledged. Each comm's messages carry seq 1, 2, 3, ...
-  (a gap means the observer below missed one: the test cannot account then).
-- Within an epoch, the values published are in the order the program sent them, each
-  once, across all the comms of that epoch.
+- Several comms may be open at once: a reopened or reloaded page joins beside its old
+  comm, which the kernel closes once it finds it stale (issue 10, "Several pages at
+  once"). Nothing is published to a comm after the kernel closed it. Each comm's
+  messages carry seq 1, 2, 3, ... (a gap means the observer below missed one: the test
+  cannot account then).
+- On each comm, the values published are in the order the program sent them, each
+  once. And the first publication of each value (when it left the kernel's queue, on
+  whichever comm) follows the program's order too, within an epoch.
 - After every ``comms.sync()`` that succeeds, the program prints its ledger: ``sent``
   values so far and ``lost``, the sum of the counts in the ``CommsError``s it got ("N
   values sent earlier ... were not delivered"). Exactly ``sent - lost`` of the values
-  ``0 .. sent-1`` were published: every value sent before that point was handed to a
-  page connection or reported as not delivered. This holds at every checkpoint of every
-  epoch; values sent after an epoch's last checkpoint, when a kill or restart ended it,
-  died with the program and are not counted (they may or may not have been published).
+  ``0 .. sent-1`` were published on some comm: every value sent before that point was
+  handed to a page connection or reported as not delivered. This holds at every
+  checkpoint of every epoch; values sent after an epoch's last checkpoint, when a kill
+  or restart ended it, died with the program and are not counted (they may or may not
+  have been published).
 - What the page received on each comm is what was published on it, in order, up to
   the moment the page left that comm (a reloaded or dropped page hears nothing more).
   "Handed to a page connection" is all the kernel can know: a value published to a
@@ -227,8 +231,9 @@ class Epoch:
 
 class Tap:
     """Records what the kernel publishes on IOPub, on a thread of its own: comm values by
-    comm and by epoch, seq gaps, values sent to a comm other than the last acknowledged
-    one, the ledger lines of the streaming cells, the stream text of every request."""
+    comm, and by epoch the first publication of each, seq gaps, values sent to a comm the
+    kernel had closed, the ledger lines of the streaming cells, the stream text of every
+    request."""
 
     def __init__(self, km: Any) -> None:
         info = km.get_connection_info()
@@ -242,13 +247,14 @@ class Tap:
         self.socket.connect(f"tcp://127.0.0.1:{info['iopub_port']}")
         self.lock = threading.Lock()
         self.by_comm: dict[str, array] = defaultdict(lambda: array("q"))
+        # Per epoch, each value once, when it was first published (on any comm).
         self.by_epoch: dict[int, array] = defaultdict(lambda: array("q"))
         self.last_seq: dict[str, int] = {}
         self.seq_gaps: list[str] = []
-        self.current_comm: str | None = None  # the comm the kernel acknowledged last
         self.acked_comms: list[str] = []
-        self.stray: list[str] = []  # values published to a comm that was not current
-        self.disorder: list[str] = []  # values out of order or repeated within an epoch
+        self.closed_comms: set[str] = set()  # comms the kernel closed (stale pages)
+        self.stray: list[str] = []  # values published to a comm the kernel had closed
+        self.disorder: list[str] = []  # values out of order or repeated
         self.ledgers: dict[int, list[Ledger]] = defaultdict(list)
         self.begun: set[int] = set()
         self.errors: dict[int, str] = {}
@@ -307,6 +313,8 @@ class Tap:
         elif kind == "comm_msg":
             self._record_comm_msg(content["comm_id"], content["data"],
                                   (msg.get("metadata") or {}).get("seq"))
+        elif kind == "comm_close":
+            self.closed_comms.add(content["comm_id"])
 
     def _record_comm_msg(self, comm_id: str, data: Any, seq: Any) -> None:
         expected = self.last_seq.get(comm_id, 0) + 1
@@ -318,19 +326,27 @@ class Tap:
         for item in items:
             address = item.get("address")
             if address == "#comm_open_ack":
-                self.current_comm = comm_id
                 self.acked_comms.append(comm_id)
             elif address == OUT:
                 epoch, n = item["value"]
-                if comm_id != self.current_comm and len(self.stray) < 10:
-                    self.stray.append(f"[{epoch}, {n}] on comm {comm_id[:8]}, the current "
-                                      f"one being {str(self.current_comm)[:8]}")
+                code = encode(epoch, n)
+                if comm_id in self.closed_comms and len(self.stray) < 10:
+                    self.stray.append(f"[{epoch}, {n}] on comm {comm_id[:8]}, which the "
+                                      "kernel had closed")
+                on_comm = self.by_comm[comm_id]
+                if on_comm and code <= on_comm[-1] and len(self.disorder) < 10:
+                    self.disorder.append(f"[{epoch}, {n}] after [{on_comm[-1] >> 32}, "
+                                         f"{on_comm[-1] & 0xFFFFFFFF}] on comm {comm_id[:8]}")
+                on_comm.append(code)
                 published = self.by_epoch[epoch]
-                if published and encode(epoch, n) <= published[-1] and len(self.disorder) < 10:
-                    self.disorder.append(f"[{epoch}, {n}] after [{epoch}, "
-                                         f"{published[-1] & 0xFFFFFFFF}]")
-                published.append(encode(epoch, n))
-                self.by_comm[comm_id].append(encode(epoch, n))
+                if not published or code > published[-1]:
+                    published.append(code)  # its first publication
+                else:
+                    at = bisect.bisect_left(published, code)
+                    if (at == len(published) or published[at] != code) \
+                            and len(self.disorder) < 10:
+                        self.disorder.append(f"[{epoch}, {n}] first published after "
+                                             f"[{epoch}, {published[-1] & 0xFFFFFFFF}]")
             elif isinstance(address, str) and "value" in item:
                 self.last_values[address] = item["value"]
 
@@ -832,11 +848,11 @@ def accounting_problems(chaos: Chaos) -> list[str]:
         problems.append(f"seq gaps on IOPub (the observer missed messages or the kernel "
                         f"skipped a seq): {tap.seq_gaps}")
     if tap.stray:
-        problems.append(f"values published to a comm after a newer one was acknowledged: "
+        problems.append(f"values published to a comm after the kernel closed it: "
                         f"{tap.stray}")
     if tap.disorder:
-        problems.append(f"values published out of order or twice within an epoch: "
-                        f"{tap.disorder}")
+        problems.append(f"values published out of order or twice on a comm, or first "
+                        f"published out of order: {tap.disorder}")
     if tap.problems or tap.undecodable:
         problems.append(f"IOPub messages the observer could not read: {tap.undecodable} "
                         f"undecodable; {tap.problems[:5]}")

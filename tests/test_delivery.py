@@ -32,7 +32,7 @@ def published(k: PageKernel, comm_id: str) -> list[tuple[int, dict[str, Any]]]:
     return out
 
 
-def test_values_queued_when_the_page_is_replaced_go_to_the_new_page_after_its_ack() -> None:
+def test_a_page_reloaded_mid_flood_gets_every_value_the_old_connection_did_not() -> None:
     with page_kernel() as k:
         k.run_ok("from wrapperkernel import comms\ncomms.start()")
         k.page.wait_connected(WAIT_S)
@@ -44,7 +44,8 @@ def test_values_queued_when_the_page_is_replaced_go_to_the_new_page_after_its_ac
             "print('synced')"
         )
         # The page reloads 0.5 s into the flood, while the kernel holds a backlog of
-        # values for it; the reloaded page's client opens a new comm.
+        # values for it; the reloaded page's client opens a new comm, and the old comm
+        # falls silent without a comm_close (a reload sends none).
         k.wait_values("/flood", 1, comm_id=old_comm)
         time.sleep(0.5)
         k.page.reopen()
@@ -57,15 +58,21 @@ def test_values_queued_when_the_page_is_replaced_go_to_the_new_page_after_its_ac
 
         old_items = published(k, old_comm)
         new_items = published(k, new_comm)
-        ack_at = next(i for i, item in new_items if item.get("address") == "#comm_open_ack")
-        # Nothing was published to the old comm once the new page was acknowledged.
-        assert all(index < ack_at for index, _ in old_items)
-        # The new page got its ack first, then every value the old comm did not get.
+        # The old comm, silent, was found stale and closed by the kernel; nothing was
+        # published to it after that.
+        closed_at = next(i for i, msg in enumerate(k.page.iopub_log)
+                         if msg["msg_type"] == "comm_close"
+                         and msg["content"].get("comm_id") == old_comm)
+        assert all(index < closed_at for index, _ in old_items)
+        # The new page got its ack first, then every value the old comm did not get, in
+        # order: the values no page had been sent when it joined, and every one after.
         assert new_items[0][1] == {"address": "#comm_open_ack", "value": True}
         old_values = [item["value"] for _, item in old_items if item.get("address") == "/flood"]
         new_values = [item["value"] for _, item in new_items if item.get("address") == "/flood"]
-        assert old_values + new_values == list(range(FLOOD))
+        assert old_values == list(range(len(old_values)))
         assert new_values, "the page was replaced after the flood had ended: nothing tested"
+        assert new_values == list(range(new_values[0], FLOOD))
+        assert new_values[0] <= len(old_values)
 
 
 PAUSED_CELL = """

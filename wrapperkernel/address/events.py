@@ -42,15 +42,28 @@ ACK_ADDRESS = "#ack"
 
 TimerName: TypeAlias = str
 CONNECT_TIMER: TimerName = "connect"
-HEARTBEAT_TIMER: TimerName = "heartbeat"
 FLUSH_TIMER: TimerName = "flush"  # the outbox's pacing lets the next message go
-SILENCE_TIMER: TimerName = "silence"  # values in flight and the page quiet: check on it
+OWN_TIMERS = frozenset({CONNECT_TIMER, FLUSH_TIMER})
+# Timers of one page or one request: the prefix, then the page's comm id or the request id.
+HEARTBEAT_TIMER_PREFIX = "heartbeat:"
+SILENCE_TIMER_PREFIX = "silence:"
 READ_TIMER_PREFIX = "read:"
-OWN_TIMERS = frozenset({CONNECT_TIMER, HEARTBEAT_TIMER, FLUSH_TIMER, SILENCE_TIMER})
+TIMER_PREFIXES = (HEARTBEAT_TIMER_PREFIX, SILENCE_TIMER_PREFIX, READ_TIMER_PREFIX)
+
+
+def heartbeat_timer(comm_id: str) -> TimerName:
+    """The timer bounding the wait for the pong of the page on comm ``comm_id``."""
+    return HEARTBEAT_TIMER_PREFIX + comm_id
+
+
+def silence_timer(comm_id: str) -> TimerName:
+    """The timer that checks on the page on comm ``comm_id`` when values wait on it and
+    it has said nothing for a while."""
+    return SILENCE_TIMER_PREFIX + comm_id
 
 
 def read_timer(request_id: str) -> TimerName:
-    """The timer bounding the wait for the page's answer to read request ``request_id``."""
+    """The timer bounding the wait for the pages' answer to read request ``request_id``."""
     return READ_TIMER_PREFIX + request_id
 
 
@@ -118,8 +131,8 @@ class SendManyRequested(ProgramRequest):
 
 @dataclass(frozen=True, slots=True)
 class ReadRequested(ProgramRequest):
-    """Ask the page for its current value of ``address``; ``timeout_s`` bounds the wait
-    for its answer (None: ``AddressTimings.read_timeout_s``)."""
+    """Ask the pages for their current value of ``address``; ``timeout_s`` bounds the
+    wait for the first answer (None: ``AddressTimings.read_timeout_s``)."""
 
     address: str
     timeout_s: float | None = None
@@ -127,7 +140,7 @@ class ReadRequested(ProgramRequest):
 
 @dataclass(frozen=True, slots=True)
 class SyncRequested(ProgramRequest):
-    """Resolves once every request made before it has been handed to the page connection."""
+    """Resolves once every request made before it has been handed to the page connections."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +205,9 @@ class EraseInstallScript(Action):
 
 @dataclass(frozen=True, slots=True)
 class SendCommMsg(Action):
-    """comm_msg to the page, now: ``data`` is one item or ``{"batch": [...]}``; ``seq``
-    (1, 2, ... on each comm) goes in the message's metadata, for the page's ``#ack``."""
+    """comm_msg to the page on ``comm_id``, now: ``data`` is one item or
+    ``{"batch": [...]}``; ``seq`` (1, 2, ... on each comm) goes in the message's
+    metadata, for the page's ``#ack``."""
 
     comm_id: str
     data: dict[str, Any]
@@ -202,6 +216,8 @@ class SendCommMsg(Action):
 
 @dataclass(frozen=True, slots=True)
 class SendCommClose(Action):
+    """comm_close to a comm: a comm_open the kernel refuses, or a page dropped as stale."""
+
     comm_id: str
 
 

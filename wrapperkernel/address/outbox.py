@@ -1,16 +1,24 @@
-"""Batching and pacing of comm messages to the page, so Jupyter Server never drops them.
+"""Batching and pacing of comm messages to the pages, so Jupyter Server never drops them.
 
-Owns: the queue of items for the page connection between the comm core and the
-kernel's IOPub socket. It coalesces consecutive items into one ``{"batch": [item, ...]}``
-message (DESIGN.md, "The address channel") and paces messages with two token buckets,
-one counting messages and one counting bytes. The comm core owns it: the core decides
-which comm the messages go to, and when (never to a comm it knows is gone), and learns
-from ``take`` which program requests have left the kernel in full.
+Owns: the queues of items for the page connections between the comm core and the
+kernel's IOPub socket, one ``Outbox`` per page (a *lane*) and one for values that wait
+for a page while none is connected. It coalesces consecutive items into one
+``{"batch": [item, ...]}`` message (DESIGN.md, "The address channel") and paces
+messages with two token buckets, one counting messages and one counting bytes, which
+every lane made by ``lane()`` shares: IOPub is broadcast, so each page's websocket
+carries the messages meant for every page, and the server's limit counts them all. The
+comm core owns the outboxes: it decides which comm a lane's messages go to, and when
+(never to a comm it knows is gone), and learns from ``take`` which program requests have
+left the kernel in full on that lane.
 
-Items are not addressed to a comm: the queue belongs to "the page connection", and
-values still queued when the page is replaced go to the new one. An item may carry a
-``tag`` (the program request it belongs to); the message holding a request's last item
-reports that tag as done.
+Items are not addressed to a comm: a lane belongs to one page. A program value's item is
+shared by every lane it was pushed to (``push_to_lanes``) and knows whether some lane has
+sent it, so that a page that joins can be given the values no page has been sent yet
+(``copy_unsent``), and when the last page goes away those values move to the waiting
+outbox (``adopt``), then to the lane of the next page. An item may carry a ``tag`` (the
+program request it belongs to); the message holding a request's last item reports that
+tag as done. An untagged item may be *watched* (a page's value the kernel passes on to the
+other pages): the core then watches the page's silence for it as for the program's.
 
 Must never: touch a socket, read a clock, or log. The core calls ``take(now_s)`` and
 gets back what to send now and when to call again.
@@ -32,7 +40,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,14 +52,32 @@ BATCH_ENVELOPE_BYTES = len('{"batch":[]}')
 _TOLERANCE = 1e-9
 
 
-@dataclass(frozen=True, slots=True)
 class _Item:
-    data: Any
-    size_bytes: int
-    # Only single items go into a batch: a batch inside a batch is not in the protocol.
-    batchable: bool
-    tag: str | None = None  # the program request this item belongs to
-    last: bool = False  # the request's last item: its message completes the request
+    """One item; a program value's item is shared by every lane it was pushed to
+    (``push_to_lanes``), so that ``sent`` says whether any page has been sent it."""
+
+    __slots__ = ("batchable", "data", "last", "sent", "size_bytes", "tag", "watched")
+
+    def __init__(self, data: Any, size_bytes: int, batchable: bool, tag: str | None = None,
+                 last: bool = False, watched: bool = False) -> None:
+        self.data = data
+        self.size_bytes = size_bytes
+        # Only single items go into a batch: a batch inside a batch is not in the protocol.
+        self.batchable = batchable
+        self.tag = tag  # the program request this item belongs to
+        self.last = last  # the request's last item: its message completes the request
+        self.watched = watched  # untagged, yet the core watches the page's silence for it
+        self.sent = False  # taken out of some lane for its page
+
+
+def _value_items(items: Iterable[tuple[dict[str, Any], int]], tag: str | None) -> list[_Item]:
+    """Value items (``{"address": ..., "value": ...}``) of one request, its last one marked."""
+    queued = [_Item(data, size_bytes, True, tag) for data, size_bytes in items]
+    if any(item.size_bytes < 0 for item in queued):
+        raise ValueError("size_bytes must be >= 0")
+    if queued and tag is not None:
+        queued[-1].last = True
+    return queued
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +102,23 @@ class _Bucket:
 
     def wait_s(self, amount: float) -> float:
         return max(0.0, (amount - self.tokens) / self.rate_per_s)
+
+
+class _Pacing:
+    """The two buckets and the time of their last refill, shared by an outbox's lanes."""
+
+    def __init__(self, msgs: _Bucket, byte_bucket: _Bucket) -> None:
+        self.msgs = msgs
+        self.bytes = byte_bucket
+        self.last_s: float | None = None
+
+    def refill(self, now_s: float) -> None:
+        """Refill for the time since the last call (once per instant, whichever lane asks)."""
+        if self.last_s is not None and now_s > self.last_s:
+            self.msgs.refill(now_s - self.last_s)
+            self.bytes.refill(now_s - self.last_s)
+        if self.last_s is None or now_s > self.last_s:
+            self.last_s = now_s
 
 
 class Outbox:
@@ -123,50 +166,57 @@ class Outbox:
         # server's 3 s window (its limit is 3000), and a page and program answering
         # each other one value at a time (a round trip takes about 1 ms) are not
         # slowed down before a thousand round trips.
-        self._msgs = _Bucket(max_msgs_per_s, max(1.0, max_msgs_per_s * burst_s))
         largest_msg_bytes = max_bytes_per_msg + self._envelope_bytes(max_items_per_msg)
-        self._bytes = _Bucket(max_bytes_per_s,
-                              max(largest_msg_bytes, max_bytes_per_s * byte_burst_s))
+        self._pacing = _Pacing(
+            _Bucket(max_msgs_per_s, max(1.0, max_msgs_per_s * burst_s)),
+            _Bucket(max_bytes_per_s, max(largest_msg_bytes, max_bytes_per_s * byte_burst_s)))
         self._queue: deque[_Item] = deque()
         self._urgent: deque[_Item] = deque()
         self._tagged = 0  # items in _queue that belong to a program request
-        self._last_s: float | None = None
+        self._watched = 0  # untagged items in _queue that the core watches (see _Item)
+
+    def lane(self) -> Outbox:
+        """A new, empty outbox with this one's limits, sharing its budget: what one lane
+        sends, the others cannot send in the same instant."""
+        twin = Outbox(max_items_per_msg=self.max_items_per_msg,
+                      max_bytes_per_msg=self.max_bytes_per_msg,
+                      per_msg_overhead_bytes=self.per_msg_overhead_bytes)
+        twin._pacing = self._pacing  # the same class: its budget is the one being shared
+        return twin
 
     @property
     def msg_burst(self) -> float:
         """Most messages sent at once (the message bucket's capacity)."""
-        return self._msgs.capacity
+        return self._pacing.msgs.capacity
 
     @property
     def byte_burst(self) -> float:
         """Most bytes sent at once, oversized single items aside."""
-        return self._bytes.capacity
+        return self._pacing.bytes.capacity
 
     def __len__(self) -> int:
         return len(self._queue) + len(self._urgent)
 
     def push(self, data: Any, size_bytes: int, *, urgent: bool = False,
-             tag: str | None = None) -> None:
-        """Queue one item; with ``tag`` it is a whole request of one item."""
+             tag: str | None = None, watched: bool = False) -> None:
+        """Queue one item; with ``tag`` it is a whole request of one item; ``watched``:
+        an untagged item the core watches the page's silence for."""
         if size_bytes < 0:
             raise ValueError(f"size_bytes must be >= 0, got {size_bytes}")
+        if urgent and (tag is not None or watched):
+            raise ValueError("an urgent item is the protocol's: neither tagged nor watched")
         batchable = isinstance(data, dict) and "address" in data
+        watched = watched and tag is None
         (self._urgent if urgent else self._queue).append(
-            _Item(data, size_bytes, batchable, tag, tag is not None))
+            _Item(data, size_bytes, batchable, tag, tag is not None, watched))
         if tag is not None and not urgent:
             self._tagged += 1
+        self._watched += watched
 
     def push_many(self, items: Iterable[tuple[dict[str, Any], int]], tag: str | None = None) -> None:
         """``push`` for each ``(data, size_bytes)`` of a value item (``{"address": ...,
         "value": ...}``), in order, not urgent; ``tag`` is done with the last one."""
-        queued = [_Item(data, size_bytes, True, tag) for data, size_bytes in items]
-        if any(item.size_bytes < 0 for item in queued):
-            raise ValueError("size_bytes must be >= 0")
-        if queued and tag is not None:
-            end = queued[-1]
-            queued[-1] = _Item(end.data, end.size_bytes, True, tag, True)
-            self._tagged += len(queued)
-        self._queue.extend(queued)
+        push_to_lanes([self], items, tag)
 
     @property
     def queued_bytes(self) -> int:
@@ -177,20 +227,48 @@ class Outbox:
         """Whether items of a program request are waiting."""
         return self._tagged > 0
 
+    def has_watched(self) -> bool:
+        """Whether items the core watches are waiting: a program request's, or watched."""
+        return self._tagged + self._watched > 0
+
+    def tags(self) -> set[str]:
+        """The program requests that have items waiting here."""
+        return {item.tag for item in self._queue if item.tag is not None}
+
     def forget_connection(self) -> None:
         """The page connection is gone: drop what was meant for it alone (urgent
         protocol messages and untagged items, such as read requests, which the core asks
-        again); the program's values stay queued for the next connection, in order."""
+        again); the program's values stay queued, in order, for ``adopt``."""
         self._urgent.clear()
         self._queue = deque(item for item in self._queue if item.tag is not None)
         self._tagged = len(self._queue)
+        self._watched = 0
+
+    def adopt(self, other: Outbox) -> set[str]:
+        """Take the program's values queued in ``other`` (the lane of the last page, gone,
+        or the values that waited for a page) that no page has been sent, after those
+        queued here, in order; ``other`` keeps nothing. Returns their requests' tags."""
+        moved = [item for item in other._queue if item.tag is not None and not item.sent]
+        other.clear()
+        self._queue.extend(moved)
+        self._tagged += len(moved)
+        return {item.tag for item in moved if item.tag is not None}
+
+    def copy_unsent(self, other: Outbox) -> set[str]:
+        """Queue here, after what is queued, the program's values queued in ``other``
+        that no page has been sent yet (for a page that joins while they wait); the
+        items are shared, as ``push_to_lanes`` shares them. Returns their requests' tags."""
+        unsent = [item for item in other._queue if item.tag is not None and not item.sent]
+        self._queue.extend(unsent)
+        self._tagged += len(unsent)
+        return {item.tag for item in unsent if item.tag is not None}
 
     def clear(self) -> Counter[str]:
         """Drop everything; returns how many items of each tagged request were dropped."""
         dropped = Counter(item.tag for item in self._queue if item.tag is not None)
         self._queue.clear()
         self._urgent.clear()
-        self._tagged = 0
+        self._tagged = self._watched = 0
         return dropped
 
     def message_cost_bytes(self, item_sizes: list[int]) -> int:
@@ -206,15 +284,12 @@ class Outbox:
         that many messages of queued items (the page's window), urgent ones aside."""
         if max_messages is not None and max_messages <= 0:
             urgent_only = True
-        if self._last_s is not None and now_s > self._last_s:
-            self._msgs.refill(now_s - self._last_s)
-            self._bytes.refill(now_s - self._last_s)
-        if self._last_s is None or now_s > self._last_s:
-            self._last_s = now_s
+        self._pacing.refill(now_s)
+        msgs, byte_bucket = self._pacing.msgs, self._pacing.bytes
         out: list[Message] = []
         while self._urgent:
-            if not self._msgs.has(1):
-                return out, now_s + self._msgs.wait_s(1)
+            if not msgs.has(1):
+                return out, now_s + msgs.wait_s(1)
             item = self._urgent.popleft()
             self._charge(self.message_cost_bytes([item.size_bytes]))
             out.append(Message(item.data, (item.tag,) if item.last else ()))
@@ -224,12 +299,15 @@ class Outbox:
             count = self._next_message_length()
             items = list(itertools.islice(self._queue, count))
             cost = self.message_cost_bytes([item.size_bytes for item in items])
-            needed = min(cost, self._bytes.capacity)  # an oversized item waits for a full bucket
-            if not (self._msgs.has(1) and self._bytes.has(needed)):
-                return out, now_s + max(self._msgs.wait_s(1), self._bytes.wait_s(needed))
+            needed = min(cost, byte_bucket.capacity)  # an oversized item waits for a full bucket
+            if not (msgs.has(1) and byte_bucket.has(needed)):
+                return out, now_s + max(msgs.wait_s(1), byte_bucket.wait_s(needed))
             for _ in range(count):
-                if self._queue.popleft().tag is not None:
+                item = self._queue.popleft()
+                item.sent = True
+                if item.tag is not None:
                     self._tagged -= 1
+                self._watched -= item.watched
             self._charge(cost)
             done = tuple([item.tag for item in items if item.last])  # type: ignore[misc]
             if count == 1:
@@ -256,9 +334,20 @@ class Outbox:
         return count
 
     def _charge(self, cost_bytes: int) -> None:
-        self._msgs.tokens -= 1
-        self._bytes.tokens -= cost_bytes
+        self._pacing.msgs.tokens -= 1
+        self._pacing.bytes.tokens -= cost_bytes
 
     @staticmethod
     def _envelope_bytes(item_count: int) -> int:
         return BATCH_ENVELOPE_BYTES + max(0, item_count - 1)
+
+
+def push_to_lanes(lanes: Sequence[Outbox], items: Iterable[tuple[dict[str, Any], int]],
+                  tag: str | None) -> None:
+    """``push_many`` on every lane at once, with the same items: a lane can then tell
+    whether another one's page has been sent an item (``adopt``, ``copy_unsent``)."""
+    queued = _value_items(items, tag)
+    for lane in lanes:
+        lane._queue.extend(queued)
+        if tag is not None:
+            lane._tagged += len(queued)

@@ -54,9 +54,9 @@ class AddressAdapter:
         self._install_parents: dict[str, dict[str, Any]] = {}
 
     @property
-    def comm_id(self) -> str | None:
-        """The address channel's open comm, if a page is connected."""
-        return self.core.comm_id
+    def comm_ids(self) -> tuple[str, ...]:
+        """The address channel's open comms, one per connected page, oldest first."""
+        return self.core.comm_ids
 
     # ------------------------------------------------------------------ events in
 

@@ -1,5 +1,5 @@
-"""Routes Jupyter comm traffic: the address channel's comm to its adapter, every other
-comm to the relay of the ``comm`` package.
+"""Routes Jupyter comm traffic: the address channel's comms (one per connected page) to
+its adapter, every other comm to the relay of the ``comm`` package.
 
 A ``comm_open`` is routed by its target name (``COMM_TARGET_NAME`` is the address
 channel's); ``comm_msg`` and ``comm_close`` by the comm id. Frames from the worker are
@@ -27,20 +27,17 @@ class CommRouter:
 
     def open_comms(self) -> dict[str, dict[str, str]]:
         comms = {cid: {"target_name": target} for cid, target in self.relay.open_comms.items()}
-        comm_id = self.address.comm_id
-        if comm_id:
+        for comm_id in self.address.comm_ids:  # every connected page has one
             comms[comm_id] = {"target_name": COMM_TARGET_NAME}
         return comms
 
     def is_quiet(self, request: Incoming) -> bool:
-        """Traffic on the address channel's comm gets no busy/idle: it is not a request and
-        would make JupyterLab's busy indicator flicker at the page's send rate."""
+        """Traffic on the address channel's comms gets no busy/idle: it is not a request and
+        would make JupyterLab's busy indicator flicker at the pages' send rate."""
         if request.msg_type not in ("comm_msg", "comm_close"):
             return False
         content = request.content
-        comm_id = self.address.comm_id
-        return comm_id is not None and isinstance(content, dict) \
-            and content.get("comm_id") == comm_id
+        return isinstance(content, dict) and content.get("comm_id") in self.address.comm_ids
 
     def on_page_message(self, request: Incoming, kind: str) -> None:
         if kind == "open":
