@@ -6,7 +6,10 @@ the program and the page through the address channel (``wrapperkernel.comms``):
 - program -> page: setting ``.value`` sends the new value to the address;
 - page -> program (``Control`` only): the widget subscribes to its address when first
   displayed; the page's values arrive on the comms dispatcher thread, which updates
-  ``.value``, feeds ``changes()`` iterators and calls the observers, in that order;
+  ``.value``, feeds ``changes()`` iterators and calls the observers, in that order.
+  Because the program subscribes, the kernel also sends a page's value on to the other
+  pages showing the widget (docs/widgets.md, "Several pages"): the widget does nothing
+  for that;
 - page events on ``.../<uuid>/page``: ``"bound"`` when a rendering of the widget binds to
   the page client (the program answers with its current value on ``.../<uuid>/current``,
   so the page catches up with values that raced the output, or after a reload);
