@@ -3,10 +3,11 @@
 ``events``       the core's vocabulary: events in, actions out, timer names, the
                  protocol's own addresses, ``AddressTimings``, ``AddressStateError``.
 ``payloads``     parsing of what the page sends: typed items, or what is wrong.
-``core``         the state machine ``AddressCore``, with its two tables: the
-                 connection's lifecycle and each program request's.
+``core``         the state machine ``AddressCore``, with its three tables: the
+                 channel's lifecycle, each page connection's and each program
+                 request's.
 ``outbox``       batching and pacing of outgoing comm messages under Jupyter Server's
-                 IOPub rate limits.
+                 IOPub rate limits: one lane per page, one budget for all.
 ``defaults``     constants: default timeouts, acknowledgement pacing, the private prefix.
 ``page_script``  the ``text/html`` that installs the page client.
 
