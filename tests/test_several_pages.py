@@ -156,3 +156,23 @@ def test_a_widget_value_set_in_page_a_shows_in_page_b(kernel_env: Path) -> None:
         # And the other way round.
         b.send(address, 3)
         assert wait_values_at(a, address, 1, since_a, "page A") == [3]
+
+
+def test_a_page_that_joins_later_gets_only_what_is_sent_after() -> None:
+    with page_kernel() as k:
+        a = k.page
+        k.run_ok("from wrapperkernel import comms\ncomms.start()\n"
+                 "for i in range(10):\n    comms.send('/early', i)\ncomms.sync()")
+        assert wait_values_at(a, "/early", 10, 0, "page A") == list(range(10))
+        b = HeadlessPage(k.conn.km.connection_file, connect=False)
+        try:
+            wait_page_hears_kernel(k.conn, b)
+            assert a.kernel_id is not None
+            b.join(a.kernel_id)
+            b.wait_connected(WAIT_S)
+            k.run_ok("comms.send('/late', 'after B')\ncomms.sync()")
+            assert wait_values_at(b, "/late", 1, 0, "page B") == ["after B"]
+            assert wait_values_at(a, "/late", 1, 0, "page A") == ["after B"]
+            assert values_at(b, "/early") == []
+        finally:
+            b.close()
