@@ -204,6 +204,19 @@ class Widget:
     def _repr_fields(self) -> dict[str, Any]:
         return {"value": self._value, "label": self._label}
 
+    def _snapshot_locked(self) -> Any:
+        """The value a rendering starts from and a binding page catches up with (lock
+        held). A chart's is its window of points, not ``.value``."""
+        return self._value
+
+    def _persisted_locked(self) -> Any:
+        """The value on the root element's ``data-wk-value`` (lock held)."""
+        return self._value
+
+    def _extra_script(self) -> str | None:
+        """A packaged script the output carries after page.js (a chart's drawing code)."""
+        return None
+
     # ------------------------------------------------------------------ internals
 
     def _subscribe_page(self) -> None:
@@ -219,7 +232,7 @@ class Widget:
                 self._held_until = time.monotonic() + HOLD_MAX_S
             elif event == "release":
                 self._held_until = None
-            value = self._value
+            value = self._snapshot_locked()
         if event == "bound":
             self._send(value, self._current_address)
         elif event == "release":
@@ -281,13 +294,14 @@ class Widget:
         return render_html(
             widget_id=self._id,
             kind=self._kind,
-            value=self._value,
+            value=self._persisted_locked(),
             body=self._body(f"wk-{self._id}"),
+            extra_js=self._extra_script(),
             config={
                 "id": self._id,
                 "address": self._address,
                 "kind": self._kind,
-                "value": self._value,
+                "value": self._snapshot_locked(),
                 **self._binding_config(),
                 **self._config(),
             },

@@ -59,8 +59,13 @@ def render(
     value: Any,
     body: str,
     config: Mapping[str, Any],
+    extra_js: str | None = None,
 ) -> str:
-    """The whole output: root element, style, the widget's ``body`` and the binder call."""
+    """The whole output: root element, style, the widget's ``body`` and the binder call.
+
+    ``extra_js`` names a packaged script that runs after page.js and before the binder
+    call (the chart's view, which registers itself with the binder).
+    """
     root = attrs({
         "class": f"wk-widget wk-{kind}",
         "data-wk-widget": widget_id,
@@ -71,6 +76,7 @@ def render(
         # slider and Enter presses the button instead of moving between notebook cells.
         "data-lm-suppress-shortcuts": "true",
     })
+    extra = "" if extra_js is None else _script_source(extra_js) + "\n"
     config_json = json.dumps(dict(config), ensure_ascii=True, allow_nan=False).translate(
         _SCRIPT_SAFE
     )
@@ -79,6 +85,7 @@ def render(
         f"<style>{_css_source()}</style>"
         f"{body}"
         f'<script type="text/javascript">\n{_js_source()}\n'
+        f"{extra}"
         f"{BINDER}(document.currentScript, {config_json});\n</script>"
         "</div>"
     )
@@ -88,12 +95,16 @@ def _read(name: str) -> str:
     return (importlib.resources.files(__package__) / name).read_text(encoding="utf-8")
 
 
-@functools.cache
 def _js_source() -> str:
-    source = _read(JS_FILE_NAME)
+    return _script_source(JS_FILE_NAME)
+
+
+@functools.cache
+def _script_source(name: str) -> str:
+    source = _read(name)
     lowered = source.lower()
     if "</script" in lowered or "<!--" in lowered:
-        raise RuntimeError(f"{JS_FILE_NAME} must not contain '</script' or '<!--'")
+        raise RuntimeError(f"{name} must not contain '</script' or '<!--'")
     return source
 
 

@@ -22,6 +22,12 @@
  * A re-rendering replaces the DOM; when the old control had the keyboard focus, the new
  * one takes over the focus and the text selection.
  *
+ * Views: VIEWS below holds the controls' views; registerView(kind, view) adds one from
+ * another packaged script (chart.js, carried only by chart outputs). A view whose
+ * values are not states but changes (a chart's new points) has merge(current, incoming,
+ * config), which folds a value from the program into the entry's value; setup(parts,
+ * config) runs once per rendering.
+ *
  * Must never: throw when the page client is missing (a reopened notebook without a
  * kernel shows the saved state, and binds once a client appears); treat 0, false or ""
  * as "no value" (only undefined is); contain the closing tag of a script element.
@@ -29,7 +35,7 @@
 (function () {
   "use strict";
 
-  const VERSION = 3;
+  const VERSION = 4;
   const POLL_MS = 500; // how often unbound renderings look for the page client
   // After this many polls without a client (a reloaded page: the kernel installs one
   // only through a cell's output), the widgets install it themselves.
@@ -134,12 +140,26 @@
   let polls = 0;
   let bootstrap = "none"; // -> "loading" -> "done" | "failed"
 
+  // A value from the program, folded into the entry's current one (replaces it, unless
+  // the view merges: a chart appends points).
+  function merged(config, current, incoming) {
+    const view = VIEWS[config.kind];
+    return view !== undefined && typeof view.merge === "function"
+      ? view.merge(current, incoming, config)
+      : incoming;
+  }
+
   function entryFor(config) {
     let entry = entries.get(config.address);
+    if (entry !== undefined && VIEWS[config.kind] !== undefined && VIEWS[config.kind].merge !== undefined) {
+      // A re-rendering's config carries the program's state at render time: merging it
+      // keeps whatever newer the page already has.
+      entry.value = merged(config, entry.value, config.value);
+    }
     if (entry === undefined) {
       entry = {
         address: config.address,
-        value: config.value,
+        value: merged(config, undefined, config.value),
         renderings: new Set(),
         inputs: 0, // how many times the user changed the value on this page
         askedAt: -1, // `inputs` when "bound" was last sent; -1: no answer expected
@@ -177,13 +197,13 @@
     if (entry.kernelId === comm.kernelId) return;
     entry.kernelId = comm.kernelId;
     comm.subscribe(config.address, (address, value) => {
-      entry.value = value;
+      entry.value = merged(config, entry.value, value);
       showAll(entry);
     });
     comm.subscribe(config.current_address, (address, value) => {
       if (entry.askedAt !== entry.inputs) return; // the user changed it since: keep theirs
       entry.askedAt = -1;
-      entry.value = value;
+      entry.value = merged(config, entry.value, value);
       showAll(entry);
     });
   }
@@ -332,11 +352,13 @@
     const view = VIEWS[config.kind];
     if (root === null || view === undefined) return;
     const parts = {
+      root: root,
       control: root.querySelector("[data-wk-control]"),
       readout: root.querySelector("[data-wk-readout]"),
     };
     if (parts.control === null) return;
     makeIdUnique(root, parts.control);
+    if (typeof view.setup === "function") view.setup(parts, config);
 
     const entry = entryFor(config);
     const rendering = {
@@ -399,5 +421,11 @@
     restoreFocus(config.id, root, parts.control);
   }
 
-  g.wrapperkernel_widgets = Object.freeze({ version: VERSION, bind: bind });
+  // Adds the view of a widget kind (a newer version of it replaces an older one).
+  function registerView(kind, view) {
+    const known = VIEWS[kind];
+    if (known === undefined || (view.version || 0) > (known.version || 0)) VIEWS[kind] = view;
+  }
+
+  g.wrapperkernel_widgets = Object.freeze({ version: VERSION, bind: bind, registerView: registerView });
 })();
