@@ -347,12 +347,17 @@ def test_comm_info_lists_the_open_channel_comm(connected: PageKernel) -> None:
     expected = {comm_id: {"target_name": TARGET}}
     assert connected.conn.request("comm_info_request", {"target_name": TARGET}).content == {
         "status": "ok", "comms": expected}
-    assert connected.conn.request("comm_info_request", {}).content["comms"] == expected
     # Old clients send "target" instead of "target_name".
     assert connected.conn.request("comm_info_request", {"target": TARGET}).content["comms"] \
         == expected
+    # The kernel's widget model (the widget transport) is open beside the page's comm:
+    # a page restoring widgets from the kernel through comm_info finds it.
+    everything = connected.conn.request("comm_info_request", {}).content["comms"]
+    models = {cid: info for cid, info in everything.items() if cid != comm_id}
+    assert everything[comm_id] == {"target_name": TARGET}
+    assert list(models.values()) == [{"target_name": "jupyter.widget"}]
     assert connected.conn.request("comm_info_request",
-                                  {"target_name": "jupyter.widget"}).content["comms"] == {}
+                                  {"target_name": "jupyter.widget"}).content["comms"] == models
 
 
 def test_comm_open_for_an_unknown_target_gets_comm_close(connected: PageKernel) -> None:
@@ -381,8 +386,8 @@ def test_comm_open_for_another_kernel_is_ignored(connected: PageKernel) -> None:
                    if m["content"].get("comm_id") == "other-kernel-comm"]
     assert about_other == [], "the kernel answered a comm_open meant for another kernel"
     assert page.comm_id == comm_before
-    assert connected.conn.request("comm_info_request", {}).content["comms"] == {
-        comm_before: {"target_name": TARGET}}
+    assert connected.conn.request("comm_info_request", {"target_name": TARGET}).content[
+        "comms"] == {comm_before: {"target_name": TARGET}}
 
 
 # ---------------------------------------------------------------- install script

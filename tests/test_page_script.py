@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from wrapperkernel.address import page_script
-from wrapperkernel.address.page_script import render_install_html
+from wrapperkernel.address.page_script import install_config, render_install_html
 
 KERNEL_ID = "0f1e2d3c-aaaa-bbbb-cccc-000000000001"
 # The installer call is the script's last line.
@@ -26,25 +26,26 @@ def _config(html: str) -> dict:
 
 
 def test_one_script_element_with_client_and_installer_call() -> None:
-    html = render_install_html(KERNEL_ID)
+    html = render_install_html(install_config(KERNEL_ID))
     assert html.startswith('<script type="text/javascript">\n')
     assert html.endswith("</script>")
     assert html.lower().count("<script") == 1
     assert html.lower().count("</script") == 1
     assert "globalThis.wrapperkernel_comm_install = install;" in html
-    assert _config(html) == {"kernel_id": KERNEL_ID, "debug": False, "heartbeat_timeout_ms": 500,
+    assert _config(html) == {"kernel_id": KERNEL_ID, "transport": "auto", "install_id": None,
+                             "debug": False, "heartbeat_timeout_ms": 500,
                              "ack_every_msgs": 16, "ack_delay_ms": 20}
 
 
 def test_config_carries_debug_and_timeout() -> None:
-    config = _config(render_install_html("k", debug=True, heartbeat_timeout_s=1.25))
-    assert config == {"kernel_id": "k", "debug": True, "heartbeat_timeout_ms": 1250,
-                      "ack_every_msgs": 16, "ack_delay_ms": 20}
+    config = _config(render_install_html(install_config("k", debug=True, heartbeat_timeout_s=1.25)))
+    assert config == {"kernel_id": "k", "transport": "auto", "install_id": None, "debug": True,
+                      "heartbeat_timeout_ms": 1250, "ack_every_msgs": 16, "ack_delay_ms": 20}
 
 
 def test_script_end_tag_in_config_cannot_break_out() -> None:
     hostile = "</script><script>alert(1)</script><!-- & \u2028"
-    html = render_install_html(hostile)
+    html = render_install_html(install_config(hostile))
     assert html.lower().count("</script") == 1
     assert "<!--" not in html
     assert "\u2028" not in html
@@ -53,8 +54,8 @@ def test_script_end_tag_in_config_cannot_break_out() -> None:
 
 def test_js_source_is_read_once() -> None:
     page_script._js_source.cache_clear()
-    render_install_html("a")
-    render_install_html("b")
+    render_install_html(install_config("a"))
+    render_install_html(install_config("b"))
     assert page_script._js_source.cache_info().misses == 1
 
 
@@ -96,7 +97,7 @@ def test_rendered_script_installs_the_client_in_node() -> None:
         pytest.skip("node is not installed")
     result = subprocess.run(
         ["node", "-e", NODE_RUNNER],
-        input=render_install_html(KERNEL_ID),
+        input=render_install_html(install_config(KERNEL_ID)),
         capture_output=True,
         text=True,
         timeout=60,

@@ -126,8 +126,8 @@ def test_a_stale_page_is_dropped_and_closed_while_the_other_keeps_working() -> N
         assert any(item.get("address") == "#heartbeat/ping" for item in k.comm_items(a.comm_id))
         # B was never disturbed: no reinstall, and comm_info lists B alone.
         assert a.installs == installs_before
-        assert k.conn.request("comm_info_request", {}).content["comms"] == {
-            b.comm_id: {"target_name": TARGET}}
+        assert k.conn.request("comm_info_request", {"target_name": TARGET}).content[
+            "comms"] == {b.comm_id: {"target_name": TARGET}}
         b.synced["/b-value"] = 42
         assert k.run_ok("print(comms.read_value('/b-value', timeout=5))").stdout == "42\n"
         since_b = len(b.history)

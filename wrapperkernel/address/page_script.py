@@ -20,6 +20,8 @@ from wrapperkernel.address.defaults import ACK_DELAY_S, ACK_EVERY_MSGS, HEARTBEA
 
 JS_FILE_NAME = "wrapperkernel_comm.js"
 INSTALLER_NAME = "wrapperkernel_comm_install"
+# Hands a widget transport's model to the client (kernel/widget_transport.py).
+ATTACH_NAME = "wrapperkernel_comm_attach"
 # The install config as JSON, set by the kernel for its worker (see install_config).
 WORKER_ENV = "WRAPPERKERNEL_PAGE_CLIENT"
 
@@ -28,11 +30,9 @@ WORKER_ENV = "WRAPPERKERNEL_PAGE_CLIENT"
 _SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 
-def render_install_html(
-    kernel_id: str, *, debug: bool = False, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
-) -> str:
-    """The ``text/html`` of the install display: the JS client plus its installer call."""
-    config = install_config(kernel_id, debug=debug, heartbeat_timeout_s=heartbeat_timeout_s)
+def render_install_html(config: dict[str, object]) -> str:
+    """The ``text/html`` of the install display: the JS client plus its installer call
+    with ``config`` (``install_config``)."""
     config_json = json.dumps(config, ensure_ascii=True).translate(_SCRIPT_SAFE)
     return (
         '<script type="text/javascript">\n'
@@ -43,12 +43,19 @@ def render_install_html(
 
 
 def install_config(
-    kernel_id: str, *, debug: bool = False, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
+    kernel_id: str, *, debug: bool = False, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+    transport: str = "auto", install_id: str | None = None,
 ) -> dict[str, object]:
     """The argument of ``wrapperkernel_comm_install``. Widget outputs carry it too, so
-    that after a page reload they can install the client themselves (widgets/page.js)."""
+    that after a page reload they can install the client themselves (widgets/page.js).
+
+    ``transport`` is how the client reaches the kernel ("auto", "websocket", "widget");
+    ``install_id`` names one installation (the install display's id): a page that gets the
+    same installation twice, from the script and from the widget model, keeps the first."""
     return {
         "kernel_id": kernel_id,
+        "transport": transport,
+        "install_id": install_id,
         "debug": debug,
         "heartbeat_timeout_ms": round(heartbeat_timeout_s * 1000),
         "ack_every_msgs": ACK_EVERY_MSGS,
@@ -72,3 +79,17 @@ def _js_source() -> str:
     if "</script" in lowered or "<!--" in lowered:
         raise RuntimeError(f"{JS_FILE_NAME} must not contain '</script' or '<!--'")
     return source
+
+
+def render_widget_module() -> str:
+    """The ES module of the widget transport's model (kernel/widget_transport.py): the JS
+    client, then anywidget's ``initialize`` hook, which hands the model to the client's
+    ``wrapperkernel_comm_attach`` in every page that creates the model."""
+    return (
+        f"{_js_source()}\n"
+        "export default {\n"
+        "  initialize({ model }) {\n"
+        f"    globalThis.{ATTACH_NAME}(model, model.get(\"install_config\"));\n"
+        "  },\n"
+        "};\n"
+    )

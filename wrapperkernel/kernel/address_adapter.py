@@ -1,9 +1,11 @@
 """The asyncio adapter around the address channel's core (``wrapperkernel.address.core``).
 
-It translates: the address channel's Jupyter comm messages from the page (routed here by
-``comm_router``) and address frames from the worker into core events (one event per
-frame, ``address.events``); core actions into IOPub messages, worker frames and
-event-loop timers. It decides nothing: every protocol decision is the core's, batching and pacing included
+It translates: the address channel's Jupyter comm messages from the pages (routed here by
+``comm_router``), on either transport, and address frames from the worker into core
+events (one event per frame, ``address.events``); core actions into IOPub messages,
+worker frames and event-loop timers. A page on the websocket transport is a comm of its
+own; a page on the widget transport is a page of the kernel's widget model
+(``widget_transport``), and the core sees both kinds the same way. It decides nothing: every protocol decision is the core's, batching and pacing included
 (the core's ``Outbox``). Each entry point (a page message, a worker frame, a timer) is
 one turn of a loop of the kernel's; a timer callback has this module's one broad catch,
 since nobody else would see its exception.
@@ -20,7 +22,8 @@ from typing import Any
 
 from wrapperkernel.address import events as e
 from wrapperkernel.address.core import AddressCore
-from wrapperkernel.address.page_script import render_install_html
+from wrapperkernel.address.page_script import install_config, render_install_html
+from wrapperkernel.kernel import widget_transport as wt
 from wrapperkernel.wire import messages as m
 from wrapperkernel.wire.transport import Transport
 from wrapperkernel.workerlink import frames
@@ -40,7 +43,10 @@ class AddressAdapter:
         timings: e.AddressTimings | None = None,
         debug: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        page_transport: str = "auto",
     ) -> None:
+        if page_transport not in wt.TRANSPORTS:
+            raise ValueError(f"page_transport is {page_transport!r}, not one of {wt.TRANSPORTS}")
         self.transport = transport
         self.worker = worker
         self.kernel_id = kernel_id
@@ -50,13 +56,22 @@ class AddressAdapter:
         self.timings = timings if timings is not None else e.AddressTimings()
         self.core = AddressCore(kernel_id, new_id=lambda: f"wrapperkernel-comm-{uuid.uuid4().hex}",
                                 timings=self.timings)
+        self.page_transport = page_transport
+        self.widget = wt.WidgetTransport(transport)
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._install_parents: dict[str, dict[str, Any]] = {}
 
     @property
     def comm_ids(self) -> tuple[str, ...]:
-        """The address channel's open comms, one per connected page, oldest first."""
-        return self.core.comm_ids
+        """The address channel's open comms, oldest first: one per page connected by
+        websocket, and the widget model's (shared by the pages on the widget transport)."""
+        own = tuple(cid for cid in self.core.comm_ids if not self.widget.carries(cid))
+        return own + ((self.widget.model_id,) if self.widget.model_id is not None else ())
+
+    @property
+    def page_count(self) -> int:
+        """The pages connected, on both transports."""
+        return len(self.core.comm_ids)
 
     # ------------------------------------------------------------------ events in
 
@@ -69,6 +84,22 @@ class AddressAdapter:
 
     def on_page_close(self, closed: m.CommClose) -> None:
         self._handle(e.PageCommClosed(self.clock(), closed.comm_id))
+
+    def on_widget_msg(self, msg: m.CommMsg, parent: dict[str, Any] | None) -> None:
+        """A comm_msg on the widget model's comm, from any page."""
+        for event in self.widget.on_page_msg(msg.data, parent):
+            now = self.clock()
+            if isinstance(event, wt.Opened):
+                self._handle(e.PageCommOpened(now, event.connection_id, e.COMM_TARGET_NAME,
+                                              event.data))
+            elif isinstance(event, wt.Received):
+                self._handle(e.PageCommMsg(now, event.connection_id, event.data))
+            else:
+                self._handle(e.PageCommClosed(now, event.connection_id))
+                self.widget.forget(event.connection_id)
+
+    def add_to_control_reply(self, data: Any) -> None:
+        self.widget.add_to_control_reply(data)
 
     def on_worker_frame(self, frame: frames.WorkerToKernel) -> None:
         now = self.clock()
@@ -111,6 +142,9 @@ class AddressAdapter:
 
     def _perform(self, action: e.Action) -> None:
         if isinstance(action, e.SendCommMsg):
+            if self.widget.carries(action.comm_id):
+                self.widget.send(action.comm_id, action.data, action.seq)
+                return
             self.transport.publish("comm_msg", {"comm_id": action.comm_id, "data": action.data},
                                    parent=None, metadata={"seq": action.seq})
         elif isinstance(action, e.DeliverToProgram):
@@ -131,25 +165,43 @@ class AddressAdapter:
         elif isinstance(action, e.RelayReadRequest):
             self.worker.send(frames.AddressReadRequestFrame(address=action.address))
         elif isinstance(action, e.PublishInstallScript):
-            parent = self.current_parent()
-            self._install_parents[action.display_id] = parent
-            html = render_install_html(self.kernel_id, debug=self.debug,
-                                       heartbeat_timeout_s=self.timings.heartbeat_timeout_s)
-            self.transport.publish("display_data", {
-                "data": {"text/html": html,
-                         "text/plain": "(wrapperkernel: connecting the page to the kernel)"},
-                "metadata": {},
-                "transient": {"display_id": action.display_id},
-            }, parent=parent)
+            self._publish_install(action.display_id)
         elif isinstance(action, e.EraseInstallScript):
-            parent = self._install_parents.pop(action.display_id, None) or self.current_parent()
+            parent = self._install_parents.pop(action.display_id, None)
+            if parent is None:
+                return  # the widget transport alone published nothing to erase
             self.transport.publish("update_display_data", {
                 "data": {}, "metadata": {}, "transient": {"display_id": action.display_id},
             }, parent=parent)
         elif isinstance(action, e.SendCommClose):
+            if self.widget.carries(action.comm_id):
+                self.widget.close(action.comm_id)
+                return
             self.transport.publish("comm_close", {"comm_id": action.comm_id, "data": {}},
                                    parent=None)
         elif isinstance(action, e.Log):
             log.log(LOG_LEVELS.get(action.level, logging.INFO), "%s", action.text)
         else:
             log.error("the comm core asked for an unknown action %r", action)
+
+    def _publish_install(self, display_id: str) -> None:
+        """Installs the page client in every page that needs one: the install script
+        (a transient display, erased once a page connects) unless only the widget
+        transport is wanted, and the widget model unless only the websocket is (opened
+        once; later installs ask its pages to install)."""
+        parent = self.current_parent()
+        config = install_config(self.kernel_id, debug=self.debug,
+                                heartbeat_timeout_s=self.timings.heartbeat_timeout_s,
+                                transport=self.page_transport, install_id=display_id)
+        if self.page_transport != "websocket":
+            if not self.widget.open(parent, config):
+                self.widget.broadcast_install(config)
+        if self.page_transport == "widget":
+            return
+        self._install_parents[display_id] = parent
+        self.transport.publish("display_data", {
+            "data": {"text/html": render_install_html(config),
+                     "text/plain": "(wrapperkernel: connecting the page to the kernel)"},
+            "metadata": {},
+            "transient": {"display_id": display_id},
+        }, parent=parent)

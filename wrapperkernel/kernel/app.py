@@ -61,6 +61,22 @@ def address_timing_overrides(environ: dict[str, str]) -> dict[str, float]:
     return overrides
 
 
+PAGE_TRANSPORT_VARIABLE = "WRAPPERKERNEL_PAGE_TRANSPORT"
+
+
+def page_transport_from_environment(environ: dict[str, str]) -> str:
+    """How page clients reach the kernel: "auto" unless ``WRAPPERKERNEL_PAGE_TRANSPORT``
+    says "websocket" or "widget" (docs/comms-api.md, "Transports")."""
+    from wrapperkernel.kernel.widget_transport import TRANSPORTS
+
+    text = environ.get(PAGE_TRANSPORT_VARIABLE)
+    if text is None or text.strip().lower() in TRANSPORTS:
+        return "auto" if text is None else text.strip().lower()
+    log.warning("ignored %s=%r: expected one of %s", PAGE_TRANSPORT_VARIABLE, text,
+                ", ".join(TRANSPORTS))
+    return "auto"
+
+
 def kernel_id_from_connection_file(path: str) -> str:
     """Jupyter Server names connection files ``kernel-<kernel_id>.json``."""
     name = os.path.basename(path)
@@ -122,8 +138,9 @@ async def serve(connection_file: str) -> int:
     kernel_id = kernel_id_from_connection_file(connection_file)
     overrides = address_timing_overrides(dict(os.environ))
     debug = os.environ.get("WRAPPERKERNEL_COMM_DEBUG", "") not in ("", "0")
+    page_transport = page_transport_from_environment(dict(os.environ))
     client = install_config(kernel_id, debug=debug, heartbeat_timeout_s=overrides.get(
-        "heartbeat_timeout_s", HEARTBEAT_TIMEOUT_S))
+        "heartbeat_timeout_s", HEARTBEAT_TIMEOUT_S), transport=page_transport)
     supervisor.env = {**os.environ, WORKER_ENV: json.dumps(client)}
     await supervisor.start()
 
@@ -143,6 +160,7 @@ async def serve(connection_file: str) -> int:
         current_parent=kernel.current_parent,
         timings=AddressTimings(**overrides),
         debug=debug,
+        page_transport=page_transport,
     )
     kernel.comm_router = CommRouter(address, KernelRelay(transport, supervisor,
                                                         kernel.current_parent))

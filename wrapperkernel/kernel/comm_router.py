@@ -1,23 +1,32 @@
-"""Routes Jupyter comm traffic: the address channel's comms (one per connected page) to
+"""Routes Jupyter comm traffic: the address channel's comms (one per page connected by
+websocket, and the kernel's widget model, shared by the pages on the widget transport) to
 its adapter, every other comm to the relay of the ``comm`` package.
 
 A ``comm_open`` is routed by its target name (``COMM_TARGET_NAME`` is the address
 channel's); ``comm_msg`` and ``comm_close`` by the comm id. Frames from the worker are
-routed by their type. It also answers the two questions the request handlers ask about
+routed by their type; a worker's answer on ``jupyter.widget.control`` gets the kernel's
+widget model added, so that pages restoring widgets from the kernel create it too. It also answers the two questions the request handlers ask about
 comms: which are open (``comm_info_request``) and which messages are too frequent to
 get busy/idle around them.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from wrapperkernel.address.events import COMM_TARGET_NAME
+from wrapperkernel.kernel import widget_transport as wt
 from wrapperkernel.kernel.address_adapter import AddressAdapter
 from wrapperkernel.kernel.relay import KernelRelay
 from wrapperkernel.wire import messages as m
 from wrapperkernel.wire.transport import Incoming
 from wrapperkernel.workerlink import frames
+
+log = logging.getLogger("wrapperkernel.address")
+
+# ipywidgets' control comm: a page asks it for every widget's state when it loads.
+CONTROL_TARGET = "jupyter.widget.control"
 
 
 class CommRouter:
@@ -27,8 +36,9 @@ class CommRouter:
 
     def open_comms(self) -> dict[str, dict[str, str]]:
         comms = {cid: {"target_name": target} for cid, target in self.relay.open_comms.items()}
-        for comm_id in self.address.comm_ids:  # every connected page has one
-            comms[comm_id] = {"target_name": COMM_TARGET_NAME}
+        for comm_id in self.address.comm_ids:  # each websocket page's, and the widget model's
+            target = wt.WIDGET_TARGET if self.address.widget.owns(comm_id) else COMM_TARGET_NAME
+            comms[comm_id] = {"target_name": target}
         return comms
 
     def is_quiet(self, request: Incoming) -> bool:
@@ -51,12 +61,21 @@ class CommRouter:
             self.address.on_page_open(opened)
         elif kind == "msg":
             msg = m.parse(m.CommMsg, request.content)
+            if self.address.widget.owns(msg.comm_id):
+                self.address.on_widget_msg(msg, request.msg.get("header"))
+                return
             if self.relay.owns(msg.comm_id):
                 self.relay.to_worker(request, "comm_msg", msg.comm_id, msg.data)
                 return
             self.address.on_page_msg(msg)
         else:
             closed = m.parse(m.CommClose, request.content)
+            if self.address.widget.owns(closed.comm_id):
+                # One frontend that cannot create the model (no anywidget, no widget
+                # manager) closes it; the others still use it, so it stays open.
+                log.info("a frontend closed the widget model %s; it stays open for the others",
+                         closed.comm_id)
+                return
             if self.relay.owns(closed.comm_id):
                 self.relay.to_worker(request, "comm_close", closed.comm_id, closed.data)
                 return
@@ -64,6 +83,9 @@ class CommRouter:
 
     def on_worker_frame(self, frame: Any) -> None:
         if isinstance(frame, frames.RelayCommFrame):
+            if frame.msg_type == "comm_msg" and \
+                    self.relay.open_comms.get(frame.comm_id) == CONTROL_TARGET:
+                self.address.add_to_control_reply(frame.data)
             self.relay.to_page(frame)
         else:
             self.address.on_worker_frame(frame)
