@@ -2,7 +2,9 @@
 
 Opens the file ``make run`` opens, runs every cell in order the way a reader would
 (Shift+Enter), stops each loop with its Stop button while the loop runs, and checks
-what the reader sees. Screenshots in the light and dark theme are saved as artifacts;
+what the reader sees. The live chart, first in the demo: while its loop runs, the canvas
+changes from one screenshot to the next, and moving the setpoint slider moves the
+setpoint's line (in the values drawn and in the canvas's pixels). Screenshots in the light and dark theme are saved as artifacts;
 with ``WRAPPERKERNEL_DEMO_SCREENSHOTS=docs/screenshots`` they refresh the docs' copies.
 """
 
@@ -17,6 +19,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from .jupyterlab import LabServer, screenshot, wait_kernel_idle, wait_notebook_shown
+from .test_chart_browser import assert_canvas_changes, assert_slider_moves_the_line
 from .test_widgets_browser import use_theme
 
 if TYPE_CHECKING:
@@ -58,6 +61,7 @@ def test_demo_notebook_runs_and_looks_right_in_both_themes(
     # Cells are run from the top with Shift+Enter; markdown cells just advance.
     code_seen = 0
     loops_stopped = 0
+    charts_checked = 0
     cells = page.locator(CELL)
     for index in range(cells.count()):
         cell = cells.nth(index)
@@ -72,6 +76,13 @@ def test_demo_notebook_runs_and_looks_right_in_both_themes(
             expect(cell.locator(".jp-InputArea-prompt")).to_have_text("[*]:", timeout=WAIT_MS)
             page.wait_for_timeout(1500)
             previous = code_cells(page).nth(code_seen - 1)
+            if "chart.append" in source:  # the live chart, steered by the slider beside it
+                canvas = previous.locator(".wk-chart canvas")
+                assert_canvas_changes(page, canvas)
+                assert_slider_moves_the_line(
+                    page, previous.locator(".wk-slider input[type=range]"), canvas,
+                    "setpoint", 1, "20", "80")
+                charts_checked += 1
             stop = previous.get_by_role("button", name="Stop")
             stop.click()
             loops_stopped += 1
@@ -88,7 +99,7 @@ def test_demo_notebook_runs_and_looks_right_in_both_themes(
         wait_done(page, code_seen)
         code_seen += 1
 
-    assert loops_stopped == 2
+    assert (loops_stopped, charts_checked) == (3, 1)
     # text_content, not inner_text: JupyterLab hides off-screen cells from rendering.
     text = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").text_content() or ""
     assert "hello from wrapperkernel" in text

@@ -18,8 +18,9 @@
  * are JupyterLab's CSS variables, read at every draw, and every chart is drawn again
  * when the theme changes or the canvas is resized. y null is a gap in the line.
  *
- * For tests and tools, the canvas carries data-wk-frames (frames drawn) and
- * data-wk-last (the last y drawn of each series, JSON).
+ * For tests and tools, the canvas carries data-wk-frames (frames drawn of this chart on
+ * this page, over all its renderings) and data-wk-last (the last y drawn of each series,
+ * JSON).
  *
  * Must never: throw on a value it does not understand (it is ignored), keep more than
  * config.window points of a series, draw more often than the display refreshes, or loop
@@ -159,7 +160,7 @@
     if (!isNumber(raw) || raw <= 0) return { step: NaN, values: [low, high] };
     const magnitude = Math.pow(10, Math.floor(Math.log10(raw)));
     const ratio = raw / magnitude;
-    const step = (ratio >= 5 ? 10 : ratio >= 2 ? 5 : ratio >= 1.5 ? 2 : 1) * magnitude;
+    const step = (ratio < 1.5 ? 1 : ratio < 3 ? 2 : ratio < 7 ? 5 : 10) * magnitude;
     if (!isNumber(step) || step <= 0) return { step: NaN, values: [low, high] };
     const first = Math.ceil(low / step) * step;
     const values = [];
@@ -187,6 +188,7 @@
   // ------------------------------------------------------------------ drawing
 
   const live = new Set(); // the parts of every chart rendering drawn on this page
+  const framesDrawn = new Map(); // chart id -> frames drawn, over its renderings
 
   function schedule(parts) {
     if (parts.frame !== null) return;
@@ -365,8 +367,9 @@
       ctx.stroke();
     }
     ctx.restore();
-    parts.frames += 1;
-    canvas.dataset.wkFrames = String(parts.frames);
+    const drawn = (framesDrawn.get(config.id) || 0) + 1;
+    framesDrawn.set(config.id, drawn);
+    canvas.dataset.wkFrames = String(drawn);
     canvas.dataset.wkLast = JSON.stringify(last);
   }
 
@@ -395,7 +398,6 @@
     setup(parts, config) {
       parts.config = config;
       parts.frame = null;
-      parts.frames = 0;
       parts.keys = new Map();
       parts.state = undefined;
       live.add(parts);
