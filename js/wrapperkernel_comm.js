@@ -52,6 +52,9 @@
     // unacknowledged one, whichever comes first (the kernel's flow-control window).
     ack_every_msgs: 16,
     ack_delay_ms: 20,
+    // "auto" | "websocket" | "widget" (chooseTransport); install_id names an installation.
+    transport: "auto",
+    install_id: null,
   });
 
   // ------------------------------------------------------------------ pure builders
@@ -368,8 +371,10 @@
   // The channel's config: DEFAULT_CONFIG with the kernel's values over it.
   function channelConfig(rawConfig) {
     const config = Object.freeze(Object.assign({}, DEFAULT_CONFIG, rawConfig));
-    if (!nonEmptyString(config.kernel_id)) {
-      throw new TypeError("wrapperkernel_comm: config.kernel_id must be a non-empty string");
+    // Empty only where the kernel could not learn its id (a connection file not named
+    // kernel-<id>.json); the widget transport works then, the websocket needs the id.
+    if (typeof config.kernel_id !== "string") {
+      throw new TypeError("wrapperkernel_comm: config.kernel_id must be a string");
     }
     return config;
   }
@@ -845,10 +850,24 @@
     if (meaning.kind === "ignore") {
       return meaning.problem === undefined ? [] : [{ type: "inputIgnored", problem: meaning.problem }];
     }
-    const { items, problems } = itemsOf(meaning.data);
+    return eventsOfData(meaning.data, meaning.seq);
+  }
+
+  // The events of a custom message on the kernel's widget model (the widget transport):
+  // {page, data, seq} or {page, close: true} for the page `commId`; the others' are not ours.
+  function eventsOfWidgetMessage(content, commId) {
+    if (!isObject(content) || content.page !== commId) return [];
+    if (content.close === true) return [{ type: "kernelClosedComm" }];
+    if (!hasOwn(content, "data")) return [{ type: "inputIgnored", problem: "a widget message without data" }];
+    const seq = Number.isSafeInteger(content.seq) && content.seq >= 1 ? content.seq : undefined;
+    return eventsOfData(content.data, seq);
+  }
+
+  function eventsOfData(data, seq) {
+    const { items, problems } = itemsOf(data);
     const events = problems.map((problem) => ({ type: "inputIgnored", problem: problem }));
     for (const item of items) events.push({ type: "itemReceived", item: item });
-    if (meaning.seq !== undefined) events.push({ type: "messageHandled", seq: meaning.seq });
+    if (seq !== undefined) events.push({ type: "messageHandled", seq: seq });
     return events;
   }
 
@@ -997,6 +1016,111 @@
     return timer === "ping" ? "ping " + token : timer;
   }
 
+  // ------------------------------------------------------------------ connections
+
+  // A connection carries one channel's comm, on its own websocket to Jupyter Server
+  // ("websocket"), or as custom messages of the kernel's widget model on the page's own
+  // kernel connection ("widget"; kernel/widget_transport.py). Both have one shape:
+  //   {transport, url, isOpen(), sendOpen(), sendData(dataJson), sendClose(), close()}
+  // and report to `on`: opened(), events(list of channel events), errored(detail),
+  // closed(code). The send functions return false when nothing could be sent.
+
+  function websocketConnection(d, config, ids, on) {
+    const header = (msgType) => makeHeader(msgType, ids.sessionId, newUuid(d.crypto), d.now());
+    const url = channelsUrl(readPageConfig(d.document), d.location, config.kernel_id, ids.sessionId);
+    const socket = new d.WebSocket(url);
+    function sendText(text) {
+      if (socket.readyState !== WS_OPEN) return false;
+      try {
+        socket.send(text);
+        return true;
+      } catch (err) {
+        d.console.error("wrapperkernel_comm: websocket send failed", err);
+        return false;
+      }
+    }
+    socket.onopen = () => on.opened();
+    socket.onmessage = (event) => on.events(eventsOfFrame(event === null || event === undefined ? undefined : event.data, ids.commId));
+    socket.onerror = (event) => on.errored(event);
+    socket.onclose = (event) => on.closed(event === null || event === undefined ? undefined : event.code);
+    return {
+      transport: "websocket",
+      url: url,
+      isOpen: () => socket.readyState === WS_OPEN,
+      sendOpen: () => sendText(JSON.stringify(makeCommOpen(header("comm_open"), ids.commId, config.kernel_id))),
+      sendData: (dataJson) => sendText(encodeCommMsgFrame(header("comm_msg"), ids.commId, dataJson)),
+      sendClose: () => sendText(JSON.stringify(makeCommClose(header("comm_close"), ids.commId))),
+      close() {
+        if (socket.readyState > WS_OPEN) return;
+        try {
+          socket.close();
+        } catch (err) {
+          if (config.debug === true) d.console.debug("wrapperkernel_comm: websocket close failed", err);
+        }
+      },
+    };
+  }
+
+  // The payload JSON goes as a string ("json"): the kernel parses it once, and the page
+  // does not parse what it has just serialized.
+  function widgetConnection(d, config, ids, on, model) {
+    let open = true;
+    const listener = (content) => {
+      if (open) on.events(eventsOfWidgetMessage(content, ids.commId));
+    };
+    model.on("msg:custom", listener);
+    function post(content) {
+      if (!open) return false;
+      try {
+        model.send(content);
+        return true;
+      } catch (err) {
+        d.console.error("wrapperkernel_comm: sending on the widget model failed", err);
+        return false;
+      }
+    }
+    d.queueMicrotask(() => {
+      if (open) on.opened();
+    });
+    return {
+      transport: "widget",
+      url: undefined,
+      isOpen: () => open,
+      sendOpen: () => post({ page: ids.commId, open: { kernel_id: config.kernel_id } }),
+      sendData: (dataJson) => post({ page: ids.commId, json: dataJson }),
+      sendClose: () => post({ page: ids.commId, close: true }),
+      close() {
+        if (!open) return;
+        open = false;
+        model.off("msg:custom", listener);
+        d.queueMicrotask(() => on.closed(undefined));
+      },
+    };
+  }
+
+  // The widget models this page has, by kernel id (set by attach()).
+  function widgetModelOf(d, kernelId) {
+    const models = d.global.wrapperkernel_comm_models;
+    return isObject(models) && hasOwn(models, kernelId) ? models[kernelId] : undefined;
+  }
+
+  // Whether this page can open a websocket to a Jupyter Server: JupyterLab, Notebook 7 and
+  // Voila embed their config (baseUrl, wsUrl); VS Code and other frontends do not.
+  function pageHasServer(d) {
+    const pageConfig = readPageConfig(d.document);
+    return typeof d.WebSocket === "function" &&
+      (nonEmptyString(pageConfig.baseUrl) || nonEmptyString(pageConfig.wsUrl));
+  }
+
+  // "websocket" or "widget": what config.transport asks for, and for "auto" the
+  // websocket where the page has a server, else the widget model when there is one.
+  function chooseTransport(d, config) {
+    const model = widgetModelOf(d, config.kernel_id);
+    if (config.transport === "widget") return model !== undefined ? "widget" : "websocket";
+    if (config.transport === "websocket") return "websocket";
+    return pageHasServer(d) || model === undefined ? "websocket" : "widget";
+  }
+
   // The shell of one channel: it owns the socket, the timers, the `ready` promise and the
   // page's API, turns what happens to them into events for channelStep, and performs the
   // effects it returns. It decides nothing: every "if" about the channel's life is in
@@ -1007,7 +1131,8 @@
     const sessionId = newUuid(d.crypto);
     const commId = newUuid(d.crypto);
     let state = initialChannelState(config, commId);
-    let socket = null;
+    let connection = null;
+    let closing = false; // the channel closed its connection itself
     const timers = new Map(); // timerKey -> handle of d.setTimeout
     const pingAnswers = new Map(); // ping token -> resolve of the promise ping() returned
     let resolveReady;
@@ -1023,18 +1148,7 @@
     const debugIo = (...args) => {
       if (config.debug === true) d.console.debug("wrapperkernel_comm:", ...args);
     };
-    const header = (msgType) => makeHeader(msgType, sessionId, newUuid(d.crypto), d.now());
-
-    function sendFrame(text) {
-      if (socket === null || socket.readyState !== WS_OPEN) return false;
-      try {
-        socket.send(text);
-        return true;
-      } catch (err) {
-        d.console.error("wrapperkernel_comm: websocket send failed", err);
-        return false;
-      }
-    }
+    const sendData = (dataJson) => connection !== null && connection.sendData(dataJson);
 
     function dispatch(event) {
       const step = channelStep(state, event);
@@ -1050,29 +1164,23 @@
     function perform(effect) {
       switch (effect.type) {
         case "sendCommOpen":
-          dispatch({ type: "commOpenSent", ok: sendFrame(JSON.stringify(makeCommOpen(header("comm_open"), commId, config.kernel_id))) });
+          dispatch({ type: "commOpenSent", ok: connection !== null && connection.sendOpen() });
           return undefined;
         case "sendCommMsgs": {
           // In order; a frame after a refused one would overtake it, so the rest wait.
           let sent = 0;
-          while (sent < effect.chunks.length &&
-                 sendFrame(encodeCommMsgFrame(header("comm_msg"), commId, effect.chunks[sent].dataJson))) {
+          while (sent < effect.chunks.length && sendData(effect.chunks[sent].dataJson)) {
             sent++;
           }
           dispatch({ type: "commMsgsSent", chunks: effect.chunks, sent: sent });
           return undefined;
         }
         case "sendCommClose":
-          sendFrame(JSON.stringify(makeCommClose(header("comm_close"), commId)));
+          if (connection !== null) connection.sendClose();
           return undefined;
         case "closeSocket":
-          if (socket !== null && socket.readyState <= WS_OPEN) {
-            try {
-              socket.close();
-            } catch (err) {
-              debugIo("websocket close failed", err);
-            }
-          }
+          closing = true;
+          if (connection !== null) connection.close();
           return undefined;
         case "scheduleFlush":
           d.queueMicrotask(() => dispatch({ type: "flushCameDue" }));
@@ -1160,6 +1268,34 @@
       dispatch({ type: "closeCalled" });
     }
 
+    // What the connection reports, as channel events. A websocket that fails before the
+    // kernel acknowledged it, in a page that has the kernel's widget model, gives way to
+    // the widget transport (config.transport "auto"): same comm id, same queue.
+    const fallbackPossible = () => config.transport !== "websocket" &&
+      widgetModelOf(d, config.kernel_id) !== undefined;
+    const fallback = () => !closing && state.phase === "connecting" && config.transport !== "websocket" &&
+      connection !== null && connection.transport === "websocket" && widgetModelOf(d, config.kernel_id) !== undefined;
+    const on = {
+      opened: () => dispatch({ type: "socketOpened" }),
+      events: (events) => {
+        for (const event of events) dispatch(event);
+      },
+      errored: (detail) => dispatch({ type: "socketErrored", detail: detail }),
+      closed: (code) => {
+        if (fallback()) connect("widget", `the websocket closed (code ${code}) before the kernel acknowledged`);
+        else dispatch({ type: "socketClosed", code: code });
+      },
+    };
+
+    function connect(transport, why) {
+      const ids = { sessionId: sessionId, commId: commId };
+      if (why !== undefined) debugIo(`${why}; using the widget transport`);
+      connection = null;
+      connection = transport === "widget"
+        ? widgetConnection(d, config, ids, on, widgetModelOf(d, config.kernel_id))
+        : websocketConnection(d, config, ids, on);
+    }
+
     const channel = {
       get state() {
         return state.phase;
@@ -1169,7 +1305,13 @@
       kernelId: config.kernel_id,
       commId: commId,
       sessionId: sessionId,
-      url: undefined,
+      // The websocket's URL (undefined on the widget transport), and the transport.
+      get url() {
+        return connection === null ? undefined : connection.url;
+      },
+      get transport() {
+        return connection === null ? undefined : connection.transport;
+      },
       send: send,
       subscribe: (address, callback) => subscribe(registry, address, callback),
       unsubscribe: (id) => unsubscribe(registry, id),
@@ -1182,24 +1324,27 @@
     Object.defineProperty(channel, "_adopt", { value: adopt, enumerable: false });
     registry.channel = channel;
 
-    try {
-      channel.url = channelsUrl(readPageConfig(d.document), d.location, config.kernel_id, sessionId);
-      socket = new d.WebSocket(channel.url);
-    } catch (err) {
-      dispatch({ type: "socketFailed", error: err });
-      return Object.freeze(channel);
+    const transport = chooseTransport(d, config);
+    if (transport === "websocket" && !nonEmptyString(config.kernel_id)) {
+      throw new TypeError("wrapperkernel_comm: config.kernel_id is empty, and the websocket URL needs it");
     }
-    socket.onopen = () => dispatch({ type: "socketOpened" });
-    socket.onmessage = (event) => {
-      const data = event === null || event === undefined ? undefined : event.data;
-      for (const frameEvent of eventsOfFrame(data, commId)) dispatch(frameEvent);
-    };
-    socket.onerror = (event) => dispatch({ type: "socketErrored", detail: event });
-    socket.onclose = (event) => {
-      dispatch({ type: "socketClosed", code: event === null || event === undefined ? undefined : event.code });
-    };
-    dispatch({ type: "socketCreated", url: channel.url });
+    try {
+      connect(transport);
+    } catch (err) {
+      if (!fallbackPossible()) {
+        dispatch({ type: "socketFailed", error: err });
+        return Object.freeze(channel);
+      }
+      connect("widget", "the websocket could not be opened");
+    }
+    dispatch({ type: "socketCreated", url: channel.url === undefined ? "the widget model" : channel.url });
     return Object.freeze(channel);
+  }
+
+  // Whether `channel` is this page's live client for `kernelId` (connecting or open).
+  function isLive(channel, kernelId) {
+    return channel !== undefined && channel !== null && channel.kernelId === kernelId &&
+      (channel.state === "connecting" || channel.state === "open");
   }
 
   // Creates globalThis.wrapperkernel_comm, closing the previous one first. `deps`
@@ -1207,9 +1352,15 @@
   // queueMicrotask, setTimeout, clearTimeout, now}.
   // For the same kernel, the new channel adopts the previous one's registry, and the
   // previous one hands over to it: its queued values, its `ready`, and later `send`s.
+  // The same installation twice (config.install_id, from the install script and from the
+  // widget model) keeps the live channel it made first.
   function install(config, deps) {
     const d = resolveDeps(deps);
     const previous = d.global.wrapperkernel_comm;
+    if (isObject(config) && config.install_id !== null && config.install_id !== undefined &&
+        isLive(previous, config.kernel_id) && previous.config.install_id === config.install_id) {
+      return previous;
+    }
     const replaceable =
       previous !== undefined && previous !== null && typeof previous.close === "function";
     const sameKernel =
@@ -1228,11 +1379,40 @@
     return channel;
   }
 
+  // The widget transport's entry point: anywidget's initialize hook of the kernel's model
+  // (address/page_script.py, render_widget_module) calls it in every page that creates the
+  // model. The model is kept for the kernel's channels; without a live client for this
+  // kernel, the page installs one now (a reloaded page, Voila, VS Code), and again when
+  // the kernel asks its pages to ({install: config}, after the last page went stale).
+  function attach(model, config, deps) {
+    const d = resolveDeps(deps);
+    if (!isObject(config) || typeof config.kernel_id !== "string") {
+      d.console.error("wrapperkernel_comm: the widget model carries no install config", config);
+      return undefined;
+    }
+    if (!isObject(d.global.wrapperkernel_comm_models)) d.global.wrapperkernel_comm_models = {};
+    d.global.wrapperkernel_comm_models[config.kernel_id] = model;
+    const installIfNeeded = (wanted) => {
+      if (!isLive(d.global.wrapperkernel_comm, wanted.kernel_id)) install(wanted, deps);
+    };
+    model.on("msg:custom", (content) => {
+      if (isObject(content) && isObject(content.install) && content.install.kernel_id === config.kernel_id) {
+        installIfNeeded(content.install);
+      }
+    });
+    installIfNeeded(config);
+    return d.global.wrapperkernel_comm;
+  }
+
   globalThis.wrapperkernel_comm_install = install;
+  globalThis.wrapperkernel_comm_attach = attach;
 
   if (typeof module !== "undefined" && module !== null && module.exports) {
     module.exports = {
       install: install,
+      attach: attach,
+      chooseTransport: chooseTransport,
+      eventsOfWidgetMessage: eventsOfWidgetMessage,
       newUuid: newUuid,
       makeHeader: makeHeader,
       makeMessage: makeMessage,
