@@ -53,6 +53,7 @@ MAX_WINDOW = 100_000
 MAX_SERIES = 16
 DEFAULT_HEIGHT = 240
 LEGEND_DECIMALS = 4
+_INT_X = 2**1000  # an int x of this size or more may not fit a float
 
 
 def _is_real(value: Any) -> bool:
@@ -61,6 +62,8 @@ def _is_real(value: Any) -> bool:
 
 def _y(value: Any, series: str) -> float | None:
     """A y as the chart keeps it: a float, or None for a gap (None, NaN, inf, overflow)."""
+    if type(value) is float:  # the common case first: a loop's appends are most of the work
+        return value if math.isfinite(value) else None
     if value is None:
         return None
     if not _is_real(value):
@@ -73,6 +76,9 @@ def _y(value: Any, series: str) -> float | None:
 
 
 def _x(value: Any) -> float:
+    kind = type(value)
+    if (kind is float and math.isfinite(value)) or (kind is int and -_INT_X < value < _INT_X):
+        return value  # the common cases, checked first
     if not _is_real(value):
         raise TypeError(f"a Chart x must be a real number, got {value!r}")
     try:
@@ -246,6 +252,7 @@ class Chart(Widget):
         super().__init__(None, label=title)
         self._wake = threading.Condition(self._lock)
         self._flusher: threading.Thread | None = None
+        self._flusher_idle = False
         self._rerendered_at = 0.0
 
     # ------------------------------------------------------------------ public API
@@ -291,12 +298,15 @@ class Chart(Widget):
             x, y = _x(args[0]), args[1]
         else:
             raise TypeError(f"append takes (y) or (x, y), got {len(args)} arguments")
-        if isinstance(y, Mapping):
-            if series is not None:
-                raise TypeError("append: give either a dict of series or series=, not both")
-            items = [(name, _y(value, name)) for name, value in y.items()]
-        else:
-            items = [(series, _y(y, series or "the first series"))]
+        if type(y) is float or not isinstance(y, Mapping):
+            value = _y(y, series or "the first series")
+            with self._lock:
+                self._points.add(self._series_locked(series, create=True), x, value)
+                self._wake_locked()
+            return
+        if series is not None:
+            raise TypeError("append: give either a dict of series or series=, not both")
+        items = [(name, _y(value, name)) for name, value in y.items()]
         with self._lock:
             targets = [(self._series_locked(name, create=True), value) for name, value in items]
             for target, value in targets:
@@ -429,8 +439,10 @@ class Chart(Widget):
         return found
 
     def _wake_locked(self) -> None:
-        # The flusher sleeps on the condition only when it has nothing to send.
-        if self._flusher is not None:
+        # Only a flusher with nothing to send is woken: one waiting out the interval
+        # takes the new points when it wakes anyway, and waking it per append would
+        # spin it at the append rate.
+        if self._flusher_idle:
             self._wake.notify()
 
     def _start_flusher_locked(self) -> None:
@@ -438,13 +450,14 @@ class Chart(Widget):
             self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                              name=f"chart-flusher-{self._id[:8]}")
             self._flusher.start()
-            self._wake.notify()
 
     def _flush_loop(self) -> None:
         while True:
             with self._lock:
                 while not self._points.has_pending() and not self._closed:
+                    self._flusher_idle = True
                     self._wake.wait()
+                self._flusher_idle = False
                 if self._closed:
                     return
                 now = time.monotonic()
