@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from headless_page import HeadlessPage
-from kernel_helpers import KernelConnection
+from kernel_helpers import KernelConnection, running_kernel
 from test_widgets import (
     WAIT_S,
     elements,
@@ -252,7 +252,7 @@ def node_merge(runs: list[list[Any]], window: int) -> list[dict[str, list[list[A
 
 
 def test_the_page_rebuilds_the_programs_window_whatever_order_snapshots_and_deltas_take() -> None:
-    window = 5
+    window = 8
     buffer = PointBuffer(window=window, names=["loss", "val"])
     config = buffer.snapshot()  # what the rendering carries: empty
     for i in range(3):
@@ -265,30 +265,32 @@ def test_the_page_rebuilds_the_programs_window_whatever_order_snapshots_and_delt
     second = buffer.take(1.0)  # ... while the flusher took this delta (loss 3..8, val)
     buffer.add(buffer.get("loss"), None, 9.0)
     third = buffer.take(2.0)
+    before_clear = {name: [[x, y] for x, y in zip(s.xs, s.ys, strict=True)]
+                    for name, s in buffer.series.items()}
+    assert before_clear == {"loss": [[x, float(x)] for x in range(2, 10)], "val": [[100, -1.0]]}
     buffer.clear()
     buffer.add(buffer.get("val"), None, 7.0)
     cleared = buffer.take(3.0)  # a reset: the clear and what came after it
-    old_bound = bound  # an answer to "bound" from before the clear, arriving late
     buffer.add(buffer.get("val"), None, 8.0)
     fourth = buffer.take(4.0)
-    expected = {name: [[x, y] for x, y in zip(s.xs, s.ys, strict=True)]
-                for name, s in buffer.series.items()}
-    assert expected == {"loss": [], "val": [[0, 7.0], [1, 8.0]]}
-    before_clear = {"loss": [[x, float(x)] for x in range(5, 10)], "val": [[100, -1.0]]}
-    runs = [
-        [config, first, second, third, cleared, fourth],
-        [config, first, bound, second, third, cleared, fourth],  # snapshot then delta
-        [config, first, second, bound, third, cleared, fourth],  # delta then snapshot
-        [config, first, second, third, bound, cleared, fourth],  # an old snapshot, late
-        [config, first, second, third, cleared, old_bound, fourth],  # from before the clear
+    after_clear = {"loss": [], "val": [[0, 7.0], [1, 8.0]]}
+    crossings = [
         [config, first, second, third],
+        [config, first, bound, second, third],  # the snapshot, then a delta it covers
+        [config, first, second, bound, third],  # the delta, then the snapshot
+        [config, first, second, third, bound],  # an older snapshot, late
         [bound, third],  # a page that binds late: the window, then what follows
+        [config, bound, first, second, third],  # deltas older than the snapshot
     ]
-    got = node_merge(runs, window)
-    for index, held in enumerate(got[:5]):
+    through_clear = [
+        [config, first, second, third, cleared, fourth],
+        [config, first, second, third, cleared, bound, fourth],  # from before the clear
+        [config, first, bound, second, cleared, third, fourth],  # a delta from before it
+    ]
+    got = node_merge(crossings + through_clear, window)
+    for index, held in enumerate(got):
+        expected = before_clear if index < len(crossings) else after_clear
         assert held == expected, f"run {index}: {held}"
-    assert got[5] == before_clear
-    assert got[6] == before_clear
     assert delivered([config, first, second, third], window) == before_clear
 
 
@@ -403,3 +405,22 @@ print("RESULT " + json.dumps({"address": chart.address, "wall": time.monotonic()
     messages = [v for _, a, v in page.history[since:] if a == result["address"]]
     assert 1 <= len(messages) <= math.floor(result["wall"] / MIN_SEND_INTERVAL_S) + 2
     assert delivered(messages, 50) == {"y": [[i, float(i)] for i in range(2950, 3000)]}
+
+
+def test_without_a_page_the_chart_still_shows_and_saves_its_points(kernel_env: Path) -> None:
+    code = """
+from wrapperkernel import widgets
+chart = widgets.Chart("y", window=3)
+chart.display()
+for i in range(10):
+    chart.append(i / 10)
+print("ID", chart.display_id)
+"""
+    with running_kernel() as kernel:
+        cell = kernel.run(code, timeout=WAIT_S)
+    assert cell.status == "ok", cell.content
+    display_id = cell.stdout.split("ID ")[1].strip()
+    updates = widget_displays(cell.iopub, display_id, "update_display_data")
+    assert updates, "no re-render after the cell"
+    assert delivered([script_config(updates[-1])["value"]], 3) == {
+        "y": [[7, 0.7], [8, 0.8], [9, 0.9]]}

@@ -301,17 +301,23 @@ class Chart(Widget):
         if type(y) is float or not isinstance(y, Mapping):
             value = _y(y, series or "the first series")
             with self._lock:
+                first = not self._points.has_pending()
                 self._points.add(self._series_locked(series, create=True), x, value)
-                self._wake_locked()
+                schedule = self._added_locked(first)
+            if schedule:
+                self._schedule()
             return
         if series is not None:
             raise TypeError("append: give either a dict of series or series=, not both")
         items = [(name, _y(value, name)) for name, value in y.items()]
         with self._lock:
+            first = not self._points.has_pending()
             targets = [(self._series_locked(name, create=True), value) for name, value in items]
             for target, value in targets:
                 self._points.add(target, x, value)
-            self._wake_locked()
+            schedule = self._added_locked(first)
+        if schedule:
+            self._schedule()
 
     def extend(self, *args: Any, series: str | None = None) -> None:
         """Add many points at once: ``extend(ys)``, ``extend(xs, ys)``, ``extend(ys,
@@ -337,17 +343,23 @@ class Chart(Widget):
             if xs is not None and len(values) != len(xs):
                 raise ValueError(f"extend: {len(xs)} xs but {len(values)} ys for {name or 'ys'!r}")
         with self._lock:
+            first = not self._points.has_pending()
             targets = [(self._series_locked(name, create=True), values) for name, values in columns]
             for target, values in targets:
                 for i, value in enumerate(values):
                     self._points.add(target, None if xs is None else xs[i], value)
-            self._wake_locked()
+            schedule = self._added_locked(first)
+        if schedule:
+            self._schedule()
 
     def clear(self) -> None:
         """Remove every point (the series stay); running indexes start at 0 again."""
         with self._lock:
+            first = not self._points.has_pending()
             self._points.clear()
-            self._wake_locked()
+            schedule = self._added_locked(first)
+        if schedule:
+            self._schedule()
 
     def close(self) -> None:
         super().close()
@@ -438,12 +450,19 @@ class Chart(Widget):
             raise ValueError(f"{name!r} is not a series of this Chart: {list(self._points.series)}")
         return found
 
-    def _wake_locked(self) -> None:
-        # Only a flusher with nothing to send is woken: one waiting out the interval
-        # takes the new points when it wakes anyway, and waking it per append would
-        # spin it at the append rate.
+    def _added_locked(self, first: bool) -> bool:
+        """Points were added (``first``: none were waiting before); True: schedule a re-render.
+
+        Wakes the flusher only when it has nothing to send: one waiting out the interval
+        takes the new points when it wakes anyway, and waking it per append would spin
+        it at the append rate. The re-render is scheduled here, by the appending thread,
+        for the first points of each message (at most once per interval): scheduled
+        only by the flusher, the last appends of a cell could miss the re-render after
+        the cell (``post_execute`` runs on the main thread, maybe before the flusher).
+        """
         if self._flusher_idle:
             self._wake.notify()
+        return first and self._displayed
 
     def _start_flusher_locked(self) -> None:
         if self._flusher is None and not self._closed:

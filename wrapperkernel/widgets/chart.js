@@ -228,8 +228,8 @@
     const state = parts.state;
     const config = parts.config;
     if (!canvas.isConnected) {
-      live.delete(parts);
-      return;
+      if (replaced(parts)) forget(parts);
+      return; // detached by the notebook's windowing: drawn again when it returns
     }
     const width = canvas.clientWidth;
     const height = canvas.clientHeight;
@@ -373,9 +373,21 @@
     canvas.dataset.wkLast = JSON.stringify(last);
   }
 
+  // A rendering off the page while a newer one of the same chart is on it (a re-render
+  // for persistence replaced it) is done for good.
+  function replaced(parts) {
+    return !parts.root.isConnected && document.querySelector(`[data-wk-widget="${parts.config.id}"]`) !== null;
+  }
+
+  function forget(parts) {
+    live.delete(parts);
+    if (parts.resize !== null) parts.resize.disconnect();
+  }
+
   function drawAllSoon() {
     for (const parts of Array.from(live)) {
       if (parts.control.isConnected) schedule(parts);
+      else if (replaced(parts)) forget(parts);
     }
   }
 
@@ -402,8 +414,10 @@
       parts.state = undefined;
       live.add(parts);
       watchTheme();
+      parts.resize = null;
       if (typeof ResizeObserver === "function") {
-        new ResizeObserver(() => schedule(parts)).observe(parts.control);
+        parts.resize = new ResizeObserver(() => schedule(parts));
+        parts.resize.observe(parts.control);
       }
     },
     read() {
