@@ -63,16 +63,20 @@ def send(address: str, value: Any) -> None:
     find_backend().send(address, value)
 
 
-def subscribe(address: str, callback: Callable[[str, Any], object]) -> int:
+def subscribe(address: str, callback: Callable[[str, Any], object], *,
+              wait_for_page: bool = True) -> int:
     """Call ``callback(address, value)`` for every value the page sends to ``address``.
 
     Returns an id for ``unsubscribe``. Callbacks run on one dispatcher thread, in the
     order values arrived, never two at once (also across addresses), so they must not
     block for long. A callback that raises prints its traceback to stderr (it shows in
     the output of the running or last cell) and later values are still delivered.
-    Blocks like ``start()`` if the channel is not connected yet.
+    Blocks like ``start()`` if the channel is not connected yet; with
+    ``wait_for_page=False`` it neither installs the page client nor waits, and the
+    callback gets the values of any page that connects later (Voila runs a notebook
+    before its page connects).
     """
-    return find_backend().subscribe(address, callback)
+    return find_backend().subscribe(address, callback, wait_for_page=wait_for_page)
 
 
 def unsubscribe(subscription_id: int) -> bool:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 import threading
@@ -49,6 +50,8 @@ ADDRESS_PREFIX = "/wrapperkernel/widgets"
 # The page holds a control (a drag, an input method composing) at most this long: a
 # page that vanished mid-drag must not stop re-rendering for good.
 HOLD_MAX_S = 30.0
+
+log = logging.getLogger("wrapperkernel.widgets")
 
 
 class Widget:
@@ -221,7 +224,8 @@ class Widget:
 
     def _subscribe_page(self) -> None:
         """Subscribe to what the page sends for this widget."""
-        self._subscriptions.append(comms.subscribe(self._events_address, self._on_page_event))
+        self._subscriptions.append(comms.subscribe(self._events_address, self._on_page_event,
+                                                   wait_for_page=False))
 
     def _on_page_event(self, address: str, event: Any) -> None:
         """A rendering bound, or the page grabbed or released the control; dispatcher thread."""
@@ -261,14 +265,21 @@ class Widget:
             return  # a page did not connect earlier in this cell: do not wait again
         try:
             comms.start()
+        except comms.CommsError as error:
+            # No page yet (Voila executes the notebook before its page connects; nbclient
+            # never has one). The widget subscribes all the same and follows a page that
+            # connects later. Said in the kernel's log, not in the user's output.
+            if host is not None:
+                host.note_start_failed()
+            log.info("%s is shown before a page connected; it follows the page once one "
+                     "connects. %s", type(self).__name__, error)
+        try:
             self._subscribe_page()
         except comms.CommsError as error:
             with self._lock:  # a half-made subscription must not be made twice next time
                 subscriptions, self._subscriptions = self._subscriptions, []
             for subscription in subscriptions:
                 comms.unsubscribe(subscription)
-            if host is not None:
-                host.note_start_failed()
             _note(
                 f"{type(self).__name__} is shown without a live connection to the page, so "
                 f"its value changes only from the program. {error}"
@@ -281,7 +292,9 @@ class Widget:
             comms.send(self._address if address is None else address, value)
         except comms.CommsError as error:
             if not self._send_failed:
-                _note(f"{self!r}: the page did not get the new value. {error}")
+                # Not lost: the widget's output is re-rendered with it, and a page that
+                # connects later catches up when its rendering binds.
+                log.info("%r: no page got the new value yet. %s", self, error)
             self._send_failed = True
             return
         self._send_failed = False
@@ -375,7 +388,8 @@ class Control(Widget):
             iterator.close()
 
     def _subscribe_page(self) -> None:
-        self._subscriptions.append(comms.subscribe(self._address, self._on_page_value))
+        self._subscriptions.append(comms.subscribe(self._address, self._on_page_value,
+                                                   wait_for_page=False))
         super()._subscribe_page()
 
     def _from_page(self, value: Any) -> Any:

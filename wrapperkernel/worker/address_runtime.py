@@ -218,14 +218,14 @@ class AddressRuntime:
         """Hand every value sent so far to the kernel (the worker does this after a cell)."""
         self._out.flush()
 
-    def subscribe(self, address: str, callback: Callback) -> int:
+    def subscribe(self, address: str, callback: Callback, *, wait_for_page: bool = True) -> int:
         check_address(address)
         if not callable(callback):
             raise TypeError(
                 f"callback must be callable as callback(address, value), got {callback!r}"
             )
         self._raise_send_error()
-        if not self._connected:
+        if wait_for_page and not self._connected:
             self._start(None)
         self._dispatcher.start()
         subscription_id = next(self._subscription_ids)
