@@ -643,11 +643,13 @@ print("TOOK", round(time.monotonic() - started, 1))
     assert persisted == {widget_ids[0]: 0, widget_ids[1]: 3}
 
 
-def test_a_widget_shown_before_any_page_follows_a_page_that_connects_later() -> None:
-    """As in Voila, which runs the notebook before its page connects: the widget's
-    display() finds no page, and a page that connects afterwards steers it."""
+def test_widgets_shown_before_any_page_follow_a_page_that_connects_later() -> None:
+    """As in Voila, which runs the notebook before its page connects: the widgets'
+    display() finds no page (the second widget of the cell does not wait again), and a
+    page that connects afterwards steers the first and receives the second's values."""
     code = ("from wrapperkernel import widgets\n"
-            "s = widgets.Slider(0, 10, value=1)\ns.display()\nprint(s.value)")
+            "s = widgets.Slider(0, 10, value=1)\ns.display()\n"
+            "t = widgets.Text('none')\nt.display()\nprint(s.value)")
     with running_kernel(env={"WRAPPERKERNEL_WAIT_FOR_CONNECTION_S": "0.5"}) as kernel:
         cell = kernel.run(code, timeout=WAIT_S)
         assert cell.status == "ok", cell.content
@@ -655,12 +657,12 @@ def test_a_widget_shown_before_any_page_follows_a_page_that_connects_later() -> 
         assert "wrapperkernel.widgets" not in cell.stderr, cell.stderr
         shown = [m["content"]["data"]["text/html"] for m in cell.outputs
                  if m["msg_type"] == "display_data" and not _is_install(m)]
-        config = script_config(only_html(shown))
+        slider, text = (script_config(html) for html in shown)
         page = HeadlessPage(kernel.km.connection_file)
         try:
-            page.join(config["client"]["kernel_id"])
+            page.join(slider["client"]["kernel_id"])
             page.wait_connected(WAIT_S)
-            page.send(config["address"], 7)
+            page.send(slider["address"], 7)
             deadline = time.monotonic() + WAIT_S
             seen = None
             while time.monotonic() < deadline:
@@ -669,5 +671,7 @@ def test_a_widget_shown_before_any_page_follows_a_page_that_connects_later() -> 
                     break
                 time.sleep(0.1)
             assert seen == "7\n"
+            assert kernel.run("t.value = f'saw {s.value}'").status == "ok"
+            assert page_values(page, text["address"], 1) == ["saw 7"]
         finally:
             page.close()

@@ -261,10 +261,11 @@ class Widget:
         if self._live or self._closed:
             return
         host = self._host
-        if host is not None and host.start_failed_in_this_cell():
-            return  # a page did not connect earlier in this cell: do not wait again
+        # A page did not connect earlier in this cell: do not wait again.
+        waited = host is not None and host.start_failed_in_this_cell()
         try:
-            comms.start()
+            if not waited:
+                comms.start()
         except comms.CommsError as error:
             # No page yet (Voila executes the notebook before its page connects; nbclient
             # never has one). The widget subscribes all the same and follows a page that
