@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test setup kernelspec chromium bench lint
+.PHONY: run test setup kernelspec chromium collab-venv bench lint
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,22 @@ chromium:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; \
 	fi
+
+# The browser test of two users under jupyter-collaboration runs its JupyterLab from a
+# virtualenv of its own: installed in $(VENV), real-time collaboration would be on in
+# every other browser test. The kernel stays $(VENV)'s wrapperkernel. Its .gitignore
+# keeps git (and tools that list untracked files) out of it.
+COLLAB_VENV ?= .venv-collab
+COLLAB_PACKAGES := jupyterlab 'jupyter-collaboration>=5' ipywidgets anywidget
+
+collab-venv: $(COLLAB_VENV)/.installed
+
+$(COLLAB_VENV)/.installed:
+	$(PYTHON) -m venv $(COLLAB_VENV)
+	echo '*' > $(COLLAB_VENV)/.gitignore
+	$(COLLAB_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(COLLAB_VENV)/bin/python -m pip install --quiet $(COLLAB_PACKAGES)
+	touch $@
 
 # `make run [PORT=8899] [TOKEN=secret] [NO_BROWSER=1]`. Without PORT, Jupyter picks 8888
 # or the next free port; without TOKEN, it makes one and prints the URL with it (a
@@ -51,7 +67,7 @@ run: kernelspec
 	fi; \
 	exec $(VENV)/bin/jupyter lab $$flags examples/demo.ipynb
 
-test: kernelspec chromium
+test: kernelspec chromium collab-venv
 	node --test js/test/
 	$(PY) -m pytest -ra
 

@@ -173,9 +173,11 @@ class LabServerFactory:
         self.started: list[LabServer] = []
         self._count = 0
 
-    def __call__(self, base_url: str = "/", extra_args: Sequence[str] = ()) -> LabServer:
+    def __call__(
+        self, base_url: str = "/", extra_args: Sequence[str] = (), python: str = sys.executable
+    ) -> LabServer:
         """Start a server; ``extra_args`` are appended to its command line (for example
-        ``--gateway-url=...``)."""
+        ``--gateway-url=...``); ``python`` runs it (another virtualenv's JupyterLab)."""
         # Numbered by every server started so far, so a stopped one's folder is not reused.
         work_dir = self._root / f"server-{self._count}"
         self._count += 1
@@ -184,6 +186,7 @@ class LabServerFactory:
             jupyter_path=[self._kernel.data_dir],
             base_url=base_url,
             extra_args=extra_args,
+            python=python,
         )
         self.started.append(server)
         specs = (server.api("api/kernelspecs") or {}).get("kernelspecs", {})

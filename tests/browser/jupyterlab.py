@@ -272,10 +272,13 @@ def start_lab_server(
     base_url: str = "/",
     startup_timeout_s: float = SERVER_START_TIMEOUT_S,
     extra_args: Sequence[str] = (),
+    python: str = sys.executable,
 ) -> LabServer:
     """Start ``jupyter lab`` and return once ``api/status`` answers. The caller must stop().
 
-    ``extra_args`` are appended to the command line (see ``lab_command``)."""
+    ``extra_args`` are appended to the command line (see ``lab_command``); ``python`` is
+    the interpreter of the virtualenv whose JupyterLab and server extensions run (the
+    kernels still come from ``jupyter_path``)."""
     base_url = normalize_base_url(base_url)
     work_dir.mkdir(parents=True, exist_ok=True)
     root_dir = work_dir / "root"
@@ -283,15 +286,24 @@ def start_lab_server(
 
     def command(port: int, token: str) -> list[str]:
         return lab_command(
-            port=port, token=token, root_dir=root_dir, base_url=base_url, extra_args=extra_args
+            port=port,
+            token=token,
+            root_dir=root_dir,
+            base_url=base_url,
+            python=python,
+            extra_args=extra_args,
         )
 
+    env = isolated_jupyter_env(work_dir, jupyter_path)
+    if python != sys.executable:
+        # ``python -m jupyter lab`` runs the first ``jupyter-lab`` on PATH: python's own.
+        env["PATH"] = os.pathsep.join([str(Path(python).parent), env["PATH"]])
     return _start_server(
         "jupyter lab",
         command,
         work_dir=work_dir,
         root_dir=root_dir,
-        env=isolated_jupyter_env(work_dir, jupyter_path),
+        env=env,
         base_url=base_url,
         ready_path="api/status",
         startup_timeout_s=startup_timeout_s,
