@@ -163,6 +163,7 @@
         renderings: new Set(),
         inputs: 0, // how many times the user changed the value on this page
         askedAt: -1, // `inputs` when "bound" was last sent; -1: no answer expected
+        unsent: false, // the user changed the value before a page client was there
         kernelId: null, // the kernel whose page client holds this entry's subscriptions
       };
       entries.set(config.address, entry);
@@ -208,16 +209,26 @@
     });
   }
 
+  // A value the user set before the client was there goes first: the program's answer to
+  // "bound" is then its value after it, not the one the user moved away from.
   function bindToComm(rendering, comm) {
     rendering.bound = true;
-    rendering.entry.askedAt = rendering.entry.inputs;
+    const entry = rendering.entry;
+    if (entry.unsent) {
+      entry.unsent = false;
+      send(rendering, comm, rendering.config.address, entry.value);
+    }
+    entry.askedAt = entry.inputs;
     send(rendering, comm, rendering.config.events_address, "bound");
   }
 
   // Sends through the current page client: the kernel may have replaced the one this
   // rendering bound to (stale connection, server restart).
   function send(rendering, comm, address, value) {
-    if (!rendering.bound || comm === null) return;
+    if (!rendering.bound || comm === null) {
+      if (address === rendering.config.address) rendering.entry.unsent = true;
+      return;
+    }
     connectEntry(rendering.entry, comm, rendering.config);
     comm.send(address, value);
   }
