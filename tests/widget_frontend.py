@@ -127,7 +127,9 @@ class WidgetFrontend:
             self.node.stdin.write(json.dumps(message) + "\n")
             self.node.stdin.flush()
         except (BrokenPipeError, ValueError):
-            pass  # the page went away (close()): what it would have received is gone with it
+            # The page went away (close() closed its stdin, or Node exited): what it
+            # would have received is gone with it, as with a closed tab.
+            return
 
     def _create(self, model_id: str, state: dict[str, Any]) -> None:
         if state.get("_model_module") != "anywidget" or model_id in self.models:

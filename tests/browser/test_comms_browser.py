@@ -289,12 +289,17 @@ def test_reloaded_page_gets_the_client_again(
     reload_page(page)
     wait_notebook_shown(page, path)
     wait_kernel_idle(page)
-    assert page.evaluate("typeof globalThis.wrapperkernel_comm") == "undefined"
+    # The reloaded page restores the kernel's widgets, the address channel's widget model
+    # among them, whose module installs the client again by itself (docs/comms-api.md,
+    # "Transports"); it connects by websocket, as this page has a Jupyter Server.
+    page.wait_for_function("globalThis.wrapperkernel_comm?.state === 'open'",
+                           timeout=RENDER_TIMEOUT_MS)
+    assert page.evaluate("globalThis.wrapperkernel_comm.transport") == "websocket"
 
     append_cell(page)
-    # The kernel still thinks the old client is connected; its first use after the reload
-    # (the send) must find the page silent, ping, get no pong and reinstall the client.
-    # sync() returns once that send was handed to the new client.
+    # The kernel still has the old page's connection too; its first use after the reload
+    # (the send) finds that page silent, pings it, gets no pong and drops it, while the new
+    # client has the value. sync() returns once that send was delivered.
     after = run_cell(
         page,
         echo_cell(
