@@ -310,6 +310,11 @@ class Tap:
                     self.ledgers[ledger.epoch].append(ledger)
                 elif line.startswith("BEGIN "):
                     self.begun.add(int(line.split()[1]))
+        elif kind == "comm_msg" and isinstance(content["data"], dict) \
+                and "method" in content["data"]:
+            # The kernel's widget model (the widget transport; no page uses it here): its
+            # messages follow ipywidgets' protocol and carry their seq inside, if any.
+            return
         elif kind == "comm_msg":
             self._record_comm_msg(content["comm_id"], content["data"],
                                   (msg.get("metadata") or {}).get("seq"))
