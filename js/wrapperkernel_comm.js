@@ -21,6 +21,21 @@
  * through the same outbox as page values: at once after config.ack_every_msgs
  * unacknowledged messages, else config.ack_delay_ms after the first of them.
  *
+ * Binary values: a value may hold ArrayBuffers, typed arrays and DataViews, at any depth of
+ * lists and plain objects. send() copies their bytes (exactly those a view shows) and puts
+ * null in their slots; they leave as the comm message's buffers, and the payload (one item
+ * or {"batch": [...]}) lists where they belong in "buffer_paths": one path of keys and list
+ * indices from the payload per buffer, in order, e.g. ["batch", 3, "value", "pixels"]. The
+ * kernel's payloads carry buffer_paths the same way; the page puts each buffer at its
+ * path as a DataView over the bytes that arrived, removes buffer_paths, then reads the
+ * items. On the widget transport the buffers are the custom message's own. On the
+ * websocket the page offers the v1.kernel.websocket.jupyter.org subprotocol: where the
+ * server picks it, every message both ways is one v1 binary frame (encodeV1Frame); else
+ * the legacy protocol, where a message with buffers is a binary frame
+ * (encodeLegacyBinaryFrame) and the others JSON text. A Jupyter Server in gateway mode
+ * reads binary frames as text, so no bytes cross it: a message that arrives so is dropped
+ * with a console error naming the cause.
+ *
  * Must never: build the URL from ws:// + host (https and JupyterHub base URLs must
  * work); treat 0, false, "" or null as "no value" (only undefined is); send anything
  * on a socket after close() (a channel replaced for the same kernel passes later sends
@@ -40,6 +55,9 @@
   const PONG_ADDRESS = "#heartbeat/pong";
   const PRIVATE_PREFIX = "#";
   const WS_OPEN = 1; // WebSocket.OPEN; a literal so injected fakes need not define it
+  // The websocket subprotocol of Jupyter Server 2 (services/kernels/websocket.py): every
+  // message both ways is one binary frame (encodeV1Frame). Without it, the legacy protocol.
+  const V1_PROTOCOL = "v1.kernel.websocket.jupyter.org";
 
   // Jupyter Server drops IOPub/shell traffic above ~1000 msg/s and 1 MB/s per
   // connection, so a burst is cut into comm_msgs of bounded size.
@@ -131,9 +149,30 @@
   function encodeCommMsgFrame(header, commId, dataJson) {
     return (
       '{"header":' + JSON.stringify(header) +
-      ',"parent_header":{},"metadata":{},"content":{"comm_id":' + JSON.stringify(commId) +
-      ',"data":' + dataJson + '},"buffers":[],"channel":"shell"}'
+      ',"parent_header":{},"metadata":{},"content":' + commContentJson(commId, dataJson) +
+      ',"buffers":[],"channel":"shell"}'
     );
+  }
+
+  function commContentJson(commId, dataJson) {
+    return '{"comm_id":' + JSON.stringify(commId) + ',"data":' + dataJson + "}";
+  }
+
+  // The JSON parts of a message from the page: [header, parent_header, metadata, content].
+  function messagePartsJson(msg) {
+    return [JSON.stringify(msg.header), JSON.stringify(msg.parent_header), JSON.stringify(msg.metadata),
+      JSON.stringify(msg.content)];
+  }
+
+  function commMsgPartsJson(header, commId, dataJson) {
+    return [JSON.stringify(header), "{}", "{}", commContentJson(commId, dataJson)];
+  }
+
+  // The JSON part of a legacy binary frame (encodeLegacyBinaryFrame): the message without
+  // "buffers", which travel after it.
+  function legacyJsonOfParts(parts, channel) {
+    return '{"header":' + parts[0] + ',"parent_header":' + parts[1] + ',"metadata":' + parts[2] +
+      ',"content":' + parts[3] + ',"channel":' + JSON.stringify(channel) + "}";
   }
 
   // One item goes as itself, several as {"batch": [...]} in order.
@@ -177,6 +216,296 @@
     }
     if (current.length > 0) chunks.push(current);
     return chunks;
+  }
+
+  // ---- binary values (see the top comment)
+
+  function isArrayBuffer(x) {
+    // Not instanceof: a buffer from another realm (an iframe) has another ArrayBuffer.
+    return Object.prototype.toString.call(x) === "[object ArrayBuffer]";
+  }
+
+  function isBinary(x) {
+    return isArrayBuffer(x) || ArrayBuffer.isView(x);
+  }
+
+  // A copy of exactly the bytes `x` shows (a view may start inside a larger buffer): what
+  // is sent is what `x` held when send() was called, as for JSON values.
+  function bytesOf(x) {
+    const view = ArrayBuffer.isView(x) ? new Uint8Array(x.buffer, x.byteOffset, x.byteLength) : new Uint8Array(x);
+    return view.slice();
+  }
+
+  // Objects JSON.stringify writes key by key; others (Date, class instances, objects with
+  // toJSON) are left to it.
+  function isPlainObject(x) {
+    if (!isObject(x) || typeof x.toJSON === "function") return false;
+    const proto = Object.getPrototypeOf(x);
+    return proto === Object.prototype || proto === null;
+  }
+
+  // The binary values inside `value` (ArrayBuffer, typed arrays, DataView, at any depth of
+  // lists and plain objects): {value, paths, buffers}, where `value` is a copy with null in
+  // each binary slot (the given value itself when it holds none), `paths` the slots' paths
+  // under `prefix`, and `buffers` their bytes (bytesOf), in the same order.
+  function extractBuffers(address, value, prefix) {
+    const paths = [];
+    const buffers = [];
+    const ancestors = [];
+    function walk(x, path) {
+      if (isBinary(x)) {
+        paths.push(path.slice());
+        buffers.push(bytesOf(x));
+        return null;
+      }
+      const array = Array.isArray(x);
+      if (!array && !isPlainObject(x)) return x;
+      if (ancestors.includes(x)) {
+        throw new TypeError(`wrapperkernel_comm: the value for ${JSON.stringify(address)} is not JSON (it contains itself)`);
+      }
+      ancestors.push(x);
+      let copy = null; // made at the first slot that changes
+      const keys = array ? null : Object.keys(x);
+      const count = array ? x.length : keys.length;
+      for (let i = 0; i < count; i++) {
+        const key = array ? i : keys[i];
+        const child = x[key];
+        path.push(key);
+        const got = walk(child, path);
+        path.pop();
+        if (got !== child && copy === null) {
+          // A null prototype: an own "__proto__" key stays a key.
+          copy = array ? x.slice() : Object.assign(Object.create(null), x);
+        }
+        if (copy !== null) copy[key] = got;
+      }
+      ancestors.pop();
+      return copy === null ? x : copy;
+    }
+    const stripped = walk(value, prefix.slice());
+    return { value: stripped, paths: paths, buffers: buffers };
+  }
+
+  // One outbox entry: an item's JSON text, its size in bytes (buffers included), whether it
+  // is an #ack, and its binary values with their paths in the item, if it has any.
+  function outboxEntry(address, json, paths, buffers) {
+    const entry = { json: json, bytes: utf8ByteLength(json), isAck: address === ACK_ADDRESS };
+    if (buffers !== undefined && buffers.length > 0) {
+      entry.paths = paths;
+      entry.buffers = buffers;
+      entry.bytes += utf8ByteLength(JSON.stringify(paths)) + buffers.reduce((sum, b) => sum + b.byteLength, 0);
+    }
+    return entry;
+  }
+
+  // The comm data of one chunk of entries: {dataJson, buffers}. The buffers of a batch's
+  // items get paths from the payload (["batch", i, ...]), listed in "buffer_paths".
+  function payloadOf(entries) {
+    const dataJson = dataJsonFor(entries.map((entry) => entry.json));
+    const paths = [];
+    const buffers = [];
+    const batched = entries.length !== 1;
+    entries.forEach((entry, i) => {
+      if (entry.buffers === undefined) return;
+      entry.buffers.forEach((buffer, k) => {
+        paths.push(batched ? ["batch", i].concat(entry.paths[k]) : entry.paths[k]);
+        buffers.push(buffer);
+      });
+    });
+    if (buffers.length === 0) return { dataJson: dataJson, buffers: buffers };
+    // Every payload is a JSON object: its closing brace gets the paths before it.
+    return { dataJson: dataJson.slice(0, -1) + ',"buffer_paths":' + JSON.stringify(paths) + "}", buffers: buffers };
+  }
+
+  // A buffer from the widget manager or a decoder as a DataView over the same bytes.
+  function asDataView(buffer) {
+    if (buffer instanceof DataView) return buffer;
+    if (ArrayBuffer.isView(buffer)) return new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+    if (isArrayBuffer(buffer)) return new DataView(buffer);
+    return undefined;
+  }
+
+  // What is wrong with one buffer path in `data`, or null.
+  function bufferPathProblem(data, path) {
+    if (!Array.isArray(path) || path.length === 0) return "a buffer path that is not a non-empty list";
+    let container = data;
+    for (let i = 0; i < path.length; i++) {
+      const step = path[i];
+      const fits = Array.isArray(container)
+        ? Number.isSafeInteger(step) && step >= 0 && step < container.length
+        : isObject(container) && typeof step === "string" && step !== "__proto__" && hasOwn(container, step);
+      if (!fits) return `a buffer path ${JSON.stringify(path)} that leads nowhere in the payload`;
+      if (i < path.length - 1) container = container[step];
+    }
+    return null;
+  }
+
+  // Puts the message's buffers into the payload at its "buffer_paths" (as DataViews) and
+  // removes them: {data, problem?, dropped?}. A payload whose paths do not fit its buffers
+  // is dropped whole: its items would carry null where the bytes belong.
+  function placeBuffers(data, buffers) {
+    const list = buffers === undefined || buffers === null ? [] : Array.from(buffers);
+    if (!isObject(data) || !hasOwn(data, "buffer_paths")) {
+      return list.length === 0 ? { data: data } : { data: data, problem: `${list.length} buffer(s) without buffer_paths` };
+    }
+    const paths = data.buffer_paths;
+    delete data.buffer_paths;
+    if (!Array.isArray(paths) || paths.length !== list.length) {
+      return { data: data, dropped: true, problem: `'buffer_paths' that does not list the message's ${list.length} buffer(s)` };
+    }
+    const views = list.map(asDataView);
+    if (views.includes(undefined)) return { data: data, dropped: true, problem: "a buffer that is not binary" };
+    for (const path of paths) {
+      const problem = bufferPathProblem(data, path);
+      if (problem !== null) return { data: data, dropped: true, problem: problem };
+    }
+    paths.forEach((path, i) => {
+      let container = data;
+      for (let k = 0; k < path.length - 1; k++) container = container[path[k]];
+      container[path[path.length - 1]] = views[i];
+    });
+    return { data: data };
+  }
+
+  // ---- binary websocket frames (Jupyter Server, services/kernels/connection/base.py)
+
+  class FrameError extends Error {}
+
+  function utf8Encoded(text) {
+    return new TextEncoder().encode(text);
+  }
+
+  function utf8Decoded(bytes) {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  }
+
+  // Legacy protocol, a message with buffers (serialize_binary_message): a big-endian uint32
+  // n (the number of parts), n big-endian uint32 offsets of the parts from the frame's
+  // start, then the parts: the message's JSON (UTF-8, with "channel", without "buffers"),
+  // then each buffer. A part ends where the next begins, the last at the frame's end.
+  function encodeLegacyBinaryFrame(msgJson, buffers) {
+    const parts = [utf8Encoded(msgJson)].concat(buffers.map(bytesOf));
+    const headerBytes = 4 * (parts.length + 1);
+    const frame = new ArrayBuffer(parts.reduce((sum, part) => sum + part.byteLength, headerBytes));
+    const view = new DataView(frame);
+    const bytes = new Uint8Array(frame);
+    view.setUint32(0, parts.length);
+    let offset = headerBytes;
+    parts.forEach((part, i) => {
+      view.setUint32(4 * (i + 1), offset);
+      bytes.set(part, offset);
+      offset += part.byteLength;
+    });
+    return frame;
+  }
+
+  // {msg, buffers}: the message (its "buffers" are the DataViews over the frame's buffer
+  // parts, not copies). Throws FrameError for a frame that is not one.
+  function decodeLegacyBinaryFrame(frame) {
+    if (!isArrayBuffer(frame) || frame.byteLength < 8) throw new FrameError("a binary frame shorter than its header");
+    const view = new DataView(frame);
+    const count = view.getUint32(0);
+    if (count < 1 || 4 * (count + 1) > frame.byteLength) {
+      throw new FrameError(`a binary frame whose header counts ${count} parts`);
+    }
+    const offsets = [];
+    for (let i = 1; i <= count; i++) offsets.push(view.getUint32(4 * i));
+    offsets.push(frame.byteLength);
+    checkOffsets(offsets, 4 * (count + 1), frame.byteLength);
+    const msg = JSON.parse(utf8Decoded(new Uint8Array(frame, offsets[0], offsets[1] - offsets[0])));
+    if (!isObject(msg)) throw new FrameError("a binary frame whose JSON part is not an object");
+    const buffers = [];
+    for (let i = 1; i < count; i++) buffers.push(new DataView(frame, offsets[i], offsets[i + 1] - offsets[i]));
+    msg.buffers = buffers;
+    return { msg: msg, buffers: buffers };
+  }
+
+  function checkOffsets(offsets, start, end) {
+    let previous = start;
+    for (const offset of offsets) {
+      if (offset < previous || offset > end) throw new FrameError(`a binary frame with offsets ${offsets.join(",")}`);
+      previous = offset;
+    }
+  }
+
+  // A little-endian uint64 below 2 ** 53, which DataView has no getter for in old browsers.
+  function setUint64(view, at, value) {
+    view.setUint32(at, value % 0x100000000, true);
+    view.setUint32(at + 4, Math.floor(value / 0x100000000), true);
+  }
+
+  function getUint64(view, at) {
+    const high = view.getUint32(at + 4, true);
+    if (high >= 0x200000) throw new FrameError("a binary frame with an offset beyond 2 ** 53");
+    return high * 0x100000000 + view.getUint32(at, true);
+  }
+
+  // v1.kernel.websocket.jupyter.org (serialize_msg_to_ws_v1): a little-endian uint64 k,
+  // then k little-endian uint64 offsets from the frame's start, then the parts: the
+  // channel name (UTF-8), the header, parent_header, metadata and content (JSON, UTF-8),
+  // then each buffer. offsets[i] is where part i starts (offsets[0] = 8 * (k + 1)), and the
+  // last offset is the frame's length, so k = 6 + the number of buffers.
+  // `partsJson` is [header, parent_header, metadata, content] as JSON text.
+  function encodeV1Frame(channel, partsJson, buffers) {
+    const parts = [utf8Encoded(channel)].concat(partsJson.map(utf8Encoded), buffers.map(bytesOf));
+    const count = parts.length + 1;
+    const headerBytes = 8 * (count + 1);
+    const frame = new ArrayBuffer(parts.reduce((sum, part) => sum + part.byteLength, headerBytes));
+    const view = new DataView(frame);
+    const bytes = new Uint8Array(frame);
+    setUint64(view, 0, count);
+    let offset = headerBytes;
+    parts.forEach((part, i) => {
+      setUint64(view, 8 * (i + 1), offset);
+      bytes.set(part, offset);
+      offset += part.byteLength;
+    });
+    setUint64(view, 8 * count, offset);
+    return frame;
+  }
+
+  // {channel, msg, buffers}: msg has header, parent_header, metadata, content and buffers
+  // (DataViews over the frame). Throws FrameError for a frame that is not one.
+  function decodeV1Frame(frame) {
+    if (!isArrayBuffer(frame) || frame.byteLength < 8) throw new FrameError("a binary frame shorter than its header");
+    const view = new DataView(frame);
+    const count = getUint64(view, 0);
+    if (count < 6 || 8 * (count + 1) > frame.byteLength) {
+      throw new FrameError(`a v1 frame whose header counts ${count} offsets`);
+    }
+    const offsets = [];
+    for (let i = 1; i <= count; i++) offsets.push(getUint64(view, 8 * i));
+    checkOffsets(offsets, 8 * (count + 1), frame.byteLength);
+    const part = (i) => new Uint8Array(frame, offsets[i], offsets[i + 1] - offsets[i]);
+    const json = (i) => JSON.parse(utf8Decoded(part(i)));
+    const buffers = [];
+    for (let i = 5; i < count - 1; i++) buffers.push(new DataView(frame, offsets[i], offsets[i + 1] - offsets[i]));
+    const msg = {
+      header: json(1),
+      parent_header: json(2),
+      metadata: json(3),
+      content: json(4),
+      buffers: buffers,
+      channel: utf8Decoded(part(0)),
+    };
+    return { channel: msg.channel, msg: msg, buffers: buffers };
+  }
+
+  // Whether a text frame is a legacy binary message that was decoded as UTF-8 on the way:
+  // Jupyter Server in gateway mode reads the gateway's binary frames as text.
+  function looksLikeBinaryAsText(text) {
+    if (typeof text !== "string" || text.length < 8) return false;
+    const word = (at) => {
+      let value = 0;
+      for (let i = at; i < at + 4; i++) {
+        const code = text.charCodeAt(i);
+        if (code > 0xff) return -1;
+        value = value * 256 + code;
+      }
+      return value;
+    };
+    const count = word(0);
+    return count >= 2 && count < 0x10000 && word(4) === 4 * (count + 1);
   }
 
   // The page config JupyterLab and Notebook 7 embed as JSON in the script element
@@ -305,6 +634,13 @@
     return text;
   }
 
+  // The outbox entry of {address, value}: its binary values travel as buffers.
+  function valueEntry(address, value) {
+    const extracted = extractBuffers(address, value, ["value"]);
+    const json = '{"address":' + JSON.stringify(address) + ',"value":' + valueJson(address, extracted.value) + "}";
+    return outboxEntry(address, json, extracted.paths, extracted.buffers);
+  }
+
   function checkAddress(address) {
     if (!nonEmptyString(address)) {
       throw new TypeError(`wrapperkernel_comm: an address must be a non-empty string, got ${JSON.stringify(address)}`);
@@ -422,10 +758,6 @@
     return queueItems(state.outbox);
   }
 
-  function valueItemJson(address, value) {
-    return '{"address":' + JSON.stringify(address) + ',"value":' + valueJson(address, value) + "}";
-  }
-
   // ---- helpers of the transitions: `t` is the step being built, {given, state, effects,
   // result}; `given` is the state channelStep was called with, which nothing writes.
 
@@ -476,20 +808,19 @@
     emit(t, { type: "scheduleFlush" });
   }
 
-  // Queues one item's JSON; false (and a warning) once closed.
-  function queueJson(t, address, json) {
+  // Queues one outbox entry; false (and a warning) once closed.
+  function queueEntry(t, address, entry) {
     if (t.state.phase === "closed") {
       warn(t, `closed; dropped a value for ${JSON.stringify(address)}`);
       return false;
     }
-    const entry = { json: json, bytes: utf8ByteLength(json), isAck: address === ACK_ADDRESS };
     change(t, { outbox: queuePush(t.state.outbox, entry) });
     scheduleFlush(t);
     return true;
   }
 
   function queueValue(t, address, value) {
-    return queueJson(t, address, valueItemJson(address, value));
+    return queueEntry(t, address, valueEntry(address, value));
   }
 
   // Everything queued leaves together, cut into chunks under the server's limits; the
@@ -500,7 +831,10 @@
     change(t, { outbox: EMPTY_QUEUE });
     emit(t, {
       type: "sendCommMsgs",
-      chunks: chunks.map((entries) => ({ dataJson: dataJsonFor(entries.map((entry) => entry.json)), entries: entries })),
+      chunks: chunks.map((entries) => {
+        const payload = payloadOf(entries);
+        return { dataJson: payload.dataJson, buffers: payload.buffers, entries: entries };
+      }),
     });
   }
 
@@ -513,7 +847,8 @@
     const { phase, lastSeq, lastAckedSeq } = t.state;
     if (phase === "closed" || lastSeq <= lastAckedSeq) return;
     change(t, { lastAckedSeq: lastSeq });
-    queueJson(t, ACK_ADDRESS, ackItemJson(lastSeq));
+    const json = ackItemJson(lastSeq);
+    queueEntry(t, ACK_ADDRESS, outboxEntry(ACK_ADDRESS, json));
   }
 
   function markClosed(t, reason) {
@@ -641,8 +976,11 @@
     markClosed(t, "the kernel closed the comm");
   }
 
+  // Debug logging, except for a problem the page's user must hear of (event.level "error").
   function inputIgnored(t, event) {
-    if (event.error === undefined) debug(t, `ignored ${event.problem}`);
+    if (event.level === "error") {
+      emit(t, { type: "log", level: "error", args: ["wrapperkernel_comm: " + event.problem] });
+    } else if (event.error === undefined) debug(t, `ignored ${event.problem}`);
     else debug(t, `ignored ${event.problem}`, event.error);
   }
 
@@ -723,8 +1061,9 @@
     if (t.state.phase === "closing") finishClose(t);
   }
 
+  // event.json is the answer's item; event.paths and event.buffers its binary values.
   function readAnswered(t, event) {
-    queueJson(t, event.address, event.json);
+    queueEntry(t, event.address, outboxEntry(event.address, event.json, event.paths, event.buffers));
   }
 
   // Everything queued in one tick leaves together: fewer messages under the server's
@@ -836,37 +1175,75 @@
 
   // The events one websocket frame means for the comm `commId`, in the order channelStep
   // takes them: the problems of a malformed message, its items, then (for a numbered
-  // message) that it was handled, even when some of its items made no sense.
-  function eventsOfFrame(data, commId) {
-    if (typeof data !== "string") return [{ type: "inputIgnored", problem: "a non-text websocket frame" }];
+  // message) that it was handled, even when some of its items made no sense. `protocol`
+  // is the websocket's subprotocol: V1_PROTOCOL, or "" / undefined for the legacy one,
+  // whose frames are JSON text, or binary (decodeLegacyBinaryFrame) for a message with
+  // buffers.
+  function eventsOfFrame(data, commId, protocol) {
     let msg;
-    try {
-      msg = JSON.parse(data);
-    } catch (err) {
-      return [{ type: "inputIgnored", problem: "a websocket frame that is not JSON", error: err }];
+    if (protocol === V1_PROTOCOL) {
+      if (!isArrayBuffer(data)) return [{ type: "inputIgnored", problem: "a websocket frame of the v1 protocol that is not binary" }];
+      try {
+        msg = decodeV1Frame(data).msg;
+      } catch (err) {
+        return [{ type: "inputIgnored", problem: "a v1 websocket frame that cannot be decoded", error: err }];
+      }
+    } else if (isArrayBuffer(data)) {
+      try {
+        msg = decodeLegacyBinaryFrame(data).msg;
+      } catch (err) {
+        return [{ type: "inputIgnored", problem: "a binary websocket frame that cannot be decoded", error: err }];
+      }
+    } else if (typeof data !== "string") {
+      return [{ type: "inputIgnored", problem: "a non-text websocket frame" }];
+    } else {
+      try {
+        msg = JSON.parse(data);
+      } catch (err) {
+        if (looksLikeBinaryAsText(data)) return [GATEWAY_TEXT_FRAME];
+        return [{ type: "inputIgnored", problem: "a websocket frame that is not JSON", error: err }];
+      }
     }
     const meaning = classifyMessage(msg, commId);
     if (meaning.kind === "close") return [{ type: "kernelClosedComm" }];
     if (meaning.kind === "ignore") {
       return meaning.problem === undefined ? [] : [{ type: "inputIgnored", problem: meaning.problem }];
     }
-    return eventsOfData(meaning.data, meaning.seq);
+    // A text frame's "buffers" is [] by the protocol: its own buffers arrive binary.
+    return eventsOfData(meaning.data, meaning.seq, Array.isArray(msg.buffers) ? msg.buffers : []);
   }
+
+  // A kernel message with buffers that a Jupyter Server in gateway mode passed on as text:
+  // it decodes the gateway's binary frames as UTF-8, and its client frames too, so binary
+  // values cannot cross this websocket in either direction. Logged as an error, not debug.
+  const GATEWAY_TEXT_FRAME = Object.freeze({
+    type: "inputIgnored",
+    level: "error",
+    problem: "a binary message from the kernel that arrived as text. Jupyter Server decodes binary " +
+      "websocket frames as text when it runs in gateway mode (a kernel gateway), so values with bytes " +
+      "(ArrayBuffer, typed arrays, DataView; bytes in Python) cannot cross this websocket in either " +
+      "direction; the message was dropped",
+  });
 
   // The events of a custom message on the kernel's widget model (the widget transport):
   // {page, data, seq} or {page, close: true} for the page `commId`; the others' are not ours.
-  function eventsOfWidgetMessage(content, commId) {
+  // `buffers` are the message's (DataViews from the widget manager), for data.buffer_paths.
+  function eventsOfWidgetMessage(content, commId, buffers) {
     if (!isObject(content) || content.page !== commId) return [];
     if (content.close === true) return [{ type: "kernelClosedComm" }];
     if (!hasOwn(content, "data")) return [{ type: "inputIgnored", problem: "a widget message without data" }];
     const seq = Number.isSafeInteger(content.seq) && content.seq >= 1 ? content.seq : undefined;
-    return eventsOfData(content.data, seq);
+    return eventsOfData(content.data, seq, buffers);
   }
 
-  function eventsOfData(data, seq) {
-    const { items, problems } = itemsOf(data);
-    const events = problems.map((problem) => ({ type: "inputIgnored", problem: problem }));
-    for (const item of items) events.push({ type: "itemReceived", item: item });
+  function eventsOfData(data, seq, buffers) {
+    const placed = placeBuffers(data, buffers);
+    const events = placed.problem === undefined ? [] : [{ type: "inputIgnored", problem: placed.problem }];
+    if (placed.dropped !== true) {
+      const { items, problems } = itemsOf(placed.data);
+      for (const problem of problems) events.push({ type: "inputIgnored", problem: problem });
+      for (const item of items) events.push({ type: "itemReceived", item: item });
+    }
     if (seq !== undefined) events.push({ type: "messageHandled", seq: seq });
     return events;
   }
@@ -911,7 +1288,7 @@
       // Updates the local value, notifies this variable's subscribers, sends to the
       // kernel. Returns what the channel's send returned (false once closed).
       set(newValue) {
-        valueJson(address, newValue);
+        valueEntry(address, newValue); // throws for a value with no JSON form, before any change
         value = newValue;
         notify();
         return registry.channel.send(address, newValue);
@@ -960,7 +1337,7 @@
     checkAddress(address);
     const existing = registry.variables.get(address);
     if (existing !== undefined) return existing.api;
-    if (initial !== undefined) valueJson(address, initial);
+    if (initial !== undefined) valueEntry(address, initial);
     const variable = createSyncedVariable(registry, address, initial, console);
     registry.variables.set(address, variable);
     return variable.api;
@@ -975,9 +1352,9 @@
     if (callbacks !== undefined) callEach(callbacks.values(), address, value, console);
   }
 
-  // The item that answers the kernel's read_request for `address`: the synced variable's
-  // value, or a read_error saying why there is none.
-  function readAnswerJson(registry, address) {
+  // The item that answers the kernel's read_request for `address`, {json, paths?,
+  // buffers?}: the synced variable's value, or a read_error saying why there is none.
+  function readAnswer(registry, address) {
     const variable = registry.variables.get(address);
     let problem = null;
     if (variable === undefined) {
@@ -987,8 +1364,8 @@
     } else if (variable.api.get() === undefined) {
       problem = `the synced variable for ${JSON.stringify(address)} has no value yet`;
     }
-    if (problem === null) return valueItemJson(address, variable.api.get());
-    return JSON.stringify({ address: address, read_error: problem });
+    if (problem === null) return valueEntry(address, variable.api.get());
+    return { json: JSON.stringify({ address: address, read_error: problem }) };
   }
 
   // ------------------------------------------------------------------ the channel
@@ -1021,35 +1398,56 @@
   // A connection carries one channel's comm, on its own websocket to Jupyter Server
   // ("websocket"), or as custom messages of the kernel's widget model on the page's own
   // kernel connection ("widget"; kernel/widget_transport.py). Both have one shape:
-  //   {transport, url, isOpen(), sendOpen(), sendData(dataJson), sendClose(), close()}
+  //   {transport, url, protocol, isOpen(), sendOpen(), sendData(dataJson, buffers), sendClose(),
+  //    close()}
   // and report to `on`: opened(), events(list of channel events), errored(detail),
   // closed(code). The send functions return false when nothing could be sent.
 
   function websocketConnection(d, config, ids, on) {
     const header = (msgType) => makeHeader(msgType, ids.sessionId, newUuid(d.crypto), d.now());
     const url = channelsUrl(readPageConfig(d.document), d.location, config.kernel_id, ids.sessionId);
-    const socket = new d.WebSocket(url);
-    function sendText(text) {
+    // Offered, not required: a server without it (or configured against it) picks none.
+    const socket = new d.WebSocket(url, [V1_PROTOCOL]);
+    socket.binaryType = "arraybuffer";
+    // Known once the socket is open; frames arrive only after that.
+    const protocol = () => (socket.protocol === V1_PROTOCOL ? V1_PROTOCOL : "");
+    function sendFrame(frame) {
       if (socket.readyState !== WS_OPEN) return false;
       try {
-        socket.send(text);
+        socket.send(frame);
         return true;
       } catch (err) {
         d.console.error("wrapperkernel_comm: websocket send failed", err);
         return false;
       }
     }
+    // A message built by makeMessage: JSON text on the legacy protocol, else a v1 frame.
+    function sendMessage(msg) {
+      if (protocol() === V1_PROTOCOL) return sendFrame(encodeV1Frame(msg.channel, messagePartsJson(msg), []));
+      return sendFrame(JSON.stringify(msg));
+    }
+    function sendData(dataJson, buffers) {
+      const list = buffers === undefined ? [] : buffers;
+      const h = header("comm_msg");
+      if (protocol() === V1_PROTOCOL) return sendFrame(encodeV1Frame("shell", commMsgPartsJson(h, ids.commId, dataJson), list));
+      if (list.length === 0) return sendFrame(encodeCommMsgFrame(h, ids.commId, dataJson));
+      return sendFrame(encodeLegacyBinaryFrame(legacyJsonOfParts(commMsgPartsJson(h, ids.commId, dataJson), "shell"), list));
+    }
     socket.onopen = () => on.opened();
-    socket.onmessage = (event) => on.events(eventsOfFrame(event === null || event === undefined ? undefined : event.data, ids.commId));
+    socket.onmessage = (event) =>
+      on.events(eventsOfFrame(event === null || event === undefined ? undefined : event.data, ids.commId, protocol()));
     socket.onerror = (event) => on.errored(event);
     socket.onclose = (event) => on.closed(event === null || event === undefined ? undefined : event.code);
     return {
       transport: "websocket",
       url: url,
+      get protocol() {
+        return protocol();
+      },
       isOpen: () => socket.readyState === WS_OPEN,
-      sendOpen: () => sendText(JSON.stringify(makeCommOpen(header("comm_open"), ids.commId, config.kernel_id))),
-      sendData: (dataJson) => sendText(encodeCommMsgFrame(header("comm_msg"), ids.commId, dataJson)),
-      sendClose: () => sendText(JSON.stringify(makeCommClose(header("comm_close"), ids.commId))),
+      sendOpen: () => sendMessage(makeCommOpen(header("comm_open"), ids.commId, config.kernel_id)),
+      sendData: sendData,
+      sendClose: () => sendMessage(makeCommClose(header("comm_close"), ids.commId)),
       close() {
         if (socket.readyState > WS_OPEN) return;
         try {
@@ -1062,17 +1460,19 @@
   }
 
   // The payload JSON goes as a string ("json"): the kernel parses it once, and the page
-  // does not parse what it has just serialized.
+  // does not parse what it has just serialized. Its buffers go as the custom message's
+  // buffers (exact-size ArrayBuffers: bytesOf made them).
   function widgetConnection(d, config, ids, on, model) {
     let open = true;
-    const listener = (content) => {
-      if (open) on.events(eventsOfWidgetMessage(content, ids.commId));
+    const listener = (content, buffers) => {
+      if (open) on.events(eventsOfWidgetMessage(content, ids.commId, buffers));
     };
     model.on("msg:custom", listener);
-    function post(content) {
+    function post(content, buffers) {
       if (!open) return false;
       try {
-        model.send(content);
+        if (buffers === undefined || buffers.length === 0) model.send(content);
+        else model.send(content, undefined, buffers.map((bytes) => bytes.buffer));
         return true;
       } catch (err) {
         d.console.error("wrapperkernel_comm: sending on the widget model failed", err);
@@ -1085,9 +1485,10 @@
     return {
       transport: "widget",
       url: undefined,
+      protocol: undefined,
       isOpen: () => open,
       sendOpen: () => post({ page: ids.commId, open: { kernel_id: config.kernel_id } }),
-      sendData: (dataJson) => post({ page: ids.commId, json: dataJson }),
+      sendData: (dataJson, buffers) => post({ page: ids.commId, json: dataJson }, buffers),
       sendClose: () => post({ page: ids.commId, close: true }),
       close() {
         if (!open) return;
@@ -1148,7 +1549,7 @@
     const debugIo = (...args) => {
       if (config.debug === true) d.console.debug("wrapperkernel_comm:", ...args);
     };
-    const sendData = (dataJson) => connection !== null && connection.sendData(dataJson);
+    const sendData = (chunk) => connection !== null && connection.sendData(chunk.dataJson, chunk.buffers);
 
     function dispatch(event) {
       const step = channelStep(state, event);
@@ -1169,7 +1570,7 @@
         case "sendCommMsgs": {
           // In order; a frame after a refused one would overtake it, so the rest wait.
           let sent = 0;
-          while (sent < effect.chunks.length && sendData(effect.chunks[sent].dataJson)) {
+          while (sent < effect.chunks.length && sendData(effect.chunks[sent])) {
             sent++;
           }
           dispatch({ type: "commMsgsSent", chunks: effect.chunks, sent: sent });
@@ -1228,9 +1629,11 @@
         case "deliver":
           deliver(registry, effect.address, effect.value, d.console);
           return undefined;
-        case "answerReadRequest":
-          dispatch({ type: "readAnswered", address: effect.address, json: readAnswerJson(registry, effect.address) });
+        case "answerReadRequest": {
+          const answer = readAnswer(registry, effect.address);
+          dispatch({ type: "readAnswered", address: effect.address, json: answer.json, paths: answer.paths, buffers: answer.buffers });
           return undefined;
+        }
         case "log":
           d.console[effect.level](...effect.args);
           return undefined;
@@ -1311,6 +1714,10 @@
       },
       get transport() {
         return connection === null ? undefined : connection.transport;
+      },
+      // The websocket's subprotocol once open (V1_PROTOCOL or ""); undefined on the widget.
+      get protocol() {
+        return connection === null ? undefined : connection.protocol;
       },
       send: send,
       subscribe: (address, callback) => subscribe(registry, address, callback),
@@ -1420,6 +1827,17 @@
       makeCommMsg: makeCommMsg,
       makeCommClose: makeCommClose,
       encodeCommMsgFrame: encodeCommMsgFrame,
+      // binary values and frames (tested in js/test/binary.test.js)
+      V1_PROTOCOL: V1_PROTOCOL,
+      extractBuffers: extractBuffers,
+      payloadOf: payloadOf,
+      placeBuffers: placeBuffers,
+      encodeLegacyBinaryFrame: encodeLegacyBinaryFrame,
+      decodeLegacyBinaryFrame: decodeLegacyBinaryFrame,
+      encodeV1Frame: encodeV1Frame,
+      decodeV1Frame: decodeV1Frame,
+      looksLikeBinaryAsText: looksLikeBinaryAsText,
+      FrameError: FrameError,
       dataJsonFor: dataJsonFor,
       utf8ByteLength: utf8ByteLength,
       splitIntoChunks: splitIntoChunks,
