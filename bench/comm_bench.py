@@ -31,6 +31,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +43,21 @@ from launch import BenchFailure
 REPO = Path(__file__).resolve().parent.parent
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_common_arguments(parser: argparse.ArgumentParser, section: str) -> None:
+    """The options of every benchmark run by ``measure_and_write`` (``section``: the
+    name of its markers in docs/benchmarks.md)."""
     parser.add_argument("--quick", action="store_true", help="smaller N, one throughput repetition")
     parser.add_argument("--out", default="docs/benchmarks.md",
-                        help="markdown file to update between the comm-bench markers; '-' prints it")
+                        help=f"markdown file to update between the {section} markers; '-' prints it")
     parser.add_argument("--json", dest="json_path", help="also write the raw samples here")
     parser.add_argument("--limit", type=float, default=900.0,
                         help="seconds after which a watchdog kills everything and exits")
     parser.add_argument("--gap-ms", type=float, default=0.0,
                         help="least time between the starts of two round-trip samples")
-    args = parser.parse_args(argv)
+
+
+def size_round_trips_and_throughput(args: argparse.Namespace) -> None:
+    """The sizes of the round-trip and throughput phases, in full or ``--quick`` mode."""
     # Round-trip samples start at least this far apart, for every kernel and path alike;
     # 0 (the default) means back to back. The address channel paces its messages to the
     # page at 500 a second sustained with bursts of 1000 (under Jupyter Server's IOPub
@@ -63,13 +68,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.tp_sizes = [10_000] if args.quick else [10_000, 50_000]
     args.tp_in = 10_000
     args.reps = 1 if args.quick else 3
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser, "comm-bench")
+    args = parser.parse_args(argv)
+    size_round_trips_and_throughput(args)
     args.widget_n = 50 if args.quick else 200
     args.widget_block = 25 if args.quick else 50
     args.idle_widget_n = 10 if args.quick else 30
     return args
 
 
-def _watchdog(run: Run, limit: float) -> None:
+def watchdog_fired(run: Run, limit: float) -> None:
     """Last resort against a wait that is not bounded: dump stacks, kill kernels, exit."""
     log(f"WATCHDOG: the run exceeded {limit:.0f} s; stacks follow, then every kernel is killed")
     faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
@@ -84,25 +96,21 @@ def _watchdog(run: Run, limit: float) -> None:
     os._exit(3)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def measure_and_write(args: argparse.Namespace, run: Run, phases: list[tuple[str, Callable[[], None]]],
+                      render_section: Callable[[Run, dict[str, Any]], str],
+                      write: Callable[[Path, str], None], repo: Path = REPO) -> int:
+    """Runs ``phases`` (log line, step) under the watchdog, always closes the run, then
+    renders its section and writes it (``--out``, ``--json``). ``repo`` is the checkout
+    whose commit the report names."""
     started = time.perf_counter()
-    meta: dict[str, Any] = {"machine": report.machine_info(REPO)}
-    run = Run(args)
-    watchdog = threading.Timer(args.limit, _watchdog, (run, args.limit))
+    meta: dict[str, Any] = {"machine": report.machine_info(repo)}
+    watchdog = threading.Timer(args.limit, watchdog_fired, (run, args.limit))
     watchdog.daemon = True
     watchdog.start()
     try:
-        log("starting kernels and the headless page")
-        run.start()
-        log("1. round trips, idle")
-        run.round_trips_idle()
-        log("1. round trips, while a cell runs")
-        run.round_trips_busy()
-        log("2. throughput")
-        run.throughput()
-        log("3. widgets")
-        run.widgets()
+        for text, step in phases:
+            log(text)
+            step()
     except BenchFailure as error:
         run.finding(f"setup failed: {error}")
     finally:
@@ -110,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         run.close()
     meta["duration_s"] = time.perf_counter() - started
     meta["loadavg_at_end"] = os.getloadavg()
-    section = render(run, meta)
+    section = render_section(run, meta)
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(
             {"meta": meta, "samples": run.samples, "throughput": run.tp, "facts": run.facts,
@@ -119,9 +127,21 @@ def main(argv: list[str] | None = None) -> int:
         print(section)
     else:
         out = Path(args.out)
-        write_section(out if out.is_absolute() else Path.cwd() / out, section)
+        write(out if out.is_absolute() else Path.cwd() / out, section)
         log(f"wrote {args.out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    run = Run(args)
+    return measure_and_write(args, run, [
+        ("starting kernels and the headless page", run.start),
+        ("1. round trips, idle", run.round_trips_idle),
+        ("1. round trips, while a cell runs", run.round_trips_busy),
+        ("2. throughput", run.throughput),
+        ("3. widgets", run.widgets),
+    ], render, write_section)
 
 
 if __name__ == "__main__":

@@ -42,18 +42,19 @@ class LostIdle(BenchFailure):
     """The shell reply arrived but the IOPub idle status parented to it never did."""
 
 
-def _load_headless_page() -> type:
-    path = REPO / "tests" / "headless_page.py"
-    spec = importlib.util.spec_from_file_location("wrapperkernel_bench_headless_page", path)
+def load_from_tests(stem: str, name: str) -> Any:
+    """``name`` from ``tests/<stem>.py``, imported by path (tests/ is not a package)."""
+    path = REPO / "tests" / f"{stem}.py"
+    spec = importlib.util.spec_from_file_location(f"wrapperkernel_bench_{stem}", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module.HeadlessPage
+    return getattr(module, name)
 
 
-HeadlessPage = _load_headless_page()
+HeadlessPage = load_from_tests("headless_page", "HeadlessPage")
 
 
 def _get(q: queue.Queue, timeout: float, what: str) -> Any:

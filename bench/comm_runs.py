@@ -38,7 +38,7 @@ def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def _json_line(text: str) -> Any:
+def json_line(text: str) -> Any:
     for line in reversed(text.strip().splitlines()):
         line = line.strip()
         if line.startswith(("{", "[")):
@@ -111,7 +111,7 @@ class Run:
         for name in (K, B):
             self.nb[name].run(cells.SETUP_COMMON, timeout=60)
         out = self.nb[K].run(cells.SETUP_WRAPPERKERNEL, timeout=60)
-        self.slider_address = _json_line(out)["slider_address"]
+        self.slider_address = json_line(out)["slider_address"]
         if not self.page.acked.is_set():
             raise BenchFailure("the headless page did not connect")
         for name in (K, B):
@@ -187,7 +187,7 @@ class Run:
         self.guard(K, "warm-up", lambda: (nbk.run(cells.RT_WARMUP), self.page_echo(50)))
         for block in range(a.rt_n // a.block):
             self.guard(K, "program round trip (idle)", lambda: self.add(
-                "k_prog_idle", _json_line(nbk.run(cells.round_trips(a.block, a.gap_s), 60))))
+                "k_prog_idle", json_line(nbk.run(cells.round_trips(a.block, a.gap_s), 60))))
             self.guard(K, "address echo (idle)", lambda: self.add("k_page_idle", self.page_echo(a.block)))
             for name, key in ((K, "k_relay_idle"), (B, "b_comm_idle")):
                 if name in cids:
@@ -201,12 +201,12 @@ class Run:
         nbk = self.nb[K]
         for _block in range(a.rt_n // a.block):
             self.guard(K, "program round trip (main thread busy)", lambda: self.add(
-                "k_prog_busy", _json_line(nbk.run(cells.round_trips_busy(a.block, a.gap_s),
+                "k_prog_busy", json_line(nbk.run(cells.round_trips_busy(a.block, a.gap_s),
                                                   BUSY_CELL_S + 30))))
         # Diagnostic: the same with Python's default 5 ms GIL switch interval instead of
         # the worker's own (WRAPPERKERNEL_SWITCH_INTERVAL_S).
         self.guard(K, "program round trip (main thread busy, switch interval 5 ms)", lambda: self.add(
-            "k_prog_busy_si", _json_line(nbk.run(
+            "k_prog_busy_si", json_line(nbk.run(
                 cells.round_trips_busy_default_switch_interval(a.block, a.gap_s),
                 BUSY_CELL_S + 30))))
         log("program round trips with a busy main thread done")
@@ -307,7 +307,7 @@ class Run:
         except BenchFailure:
             pass
         _reply, out, _ = nbk.finish(msg_id, timeout=60)
-        info = _json_line(out)
+        info = json_line(out)
         self._record_tp(f"k_prog_to_page_{n}", n, last - t0, received, in_order,
                         {"loop_s": info["loop_s"], "sync_s": info["sync_s"]})
 
@@ -466,7 +466,7 @@ class Run:
         t0 = time.perf_counter()
         self._update(name, target)
         _reply, text, _ = nb.finish(msg_id, 30)
-        result = _json_line(text)
+        result = json_line(text)
         after = nb.run(cells.ISLIDER_VALUE).strip()
         self.facts[f"{name}_islider_3s_loop"] = {
             "seen": result["seen"],

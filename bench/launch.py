@@ -128,13 +128,16 @@ def _not_zombie(pid: int) -> bool:
         return False
 
 
-def start(name: str, sandbox: Sandbox) -> RunningKernel:
-    """Launch kernelspec ``name``; the clock starts right before ``km.start_kernel()``."""
+def start(name: str, sandbox: Sandbox, env: dict[str, str] | None = None) -> RunningKernel:
+    """Launch kernelspec ``name``; the clock starts right before ``km.start_kernel()``.
+
+    ``env`` is added to the sandbox's environment (a setting of the kernel under test,
+    such as ``WRAPPERKERNEL_PAGE_TRANSPORT``)."""
     connection_file, log_path = sandbox.next_paths(name)
     km = KernelManager(kernel_name=name, ip=LOCALHOST, transport="tcp",
                        transport_encryption="disabled", shutdown_wait_time=SHUTDOWN_WAIT_S)
     km.connection_file = str(connection_file)
-    env = sandbox.env()
+    env = {**sandbox.env(), **(env or {})}
     with open(log_path, "wb") as log:
         started_at = time.perf_counter()
         km.start_kernel(env=env, stdout=log, stderr=subprocess.STDOUT,

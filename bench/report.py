@@ -379,13 +379,15 @@ def _memory(results: dict[str, Any], a: str, b: str) -> list[str]:
 
 # ---------------------------------------------------------------------- the file
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the kernel-bench section of ``path`` (or add it), keeping everything else."""
+def write_section(path: Path, section: str, name: str = "kernel-bench") -> None:
+    """Replace the section ``name`` of ``path`` (between its ``<!-- name:start -->`` and
+    ``<!-- name:end -->`` markers), or add it; everything else in the file is kept."""
+    start_marker, end_marker = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     if path.exists():
         text = path.read_text()
-        start, end = text.find(START_MARKER), text.find(END_MARKER)
+        start, end = text.find(start_marker), text.find(end_marker)
         if start != -1 and end > start:
-            text = text[:start] + section + text[end + len(END_MARKER):]
+            text = text[:start] + section + text[end + len(end_marker):]
         else:
             text = text.rstrip("\n") + "\n\n" + section + "\n"
     else:
