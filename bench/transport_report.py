@@ -73,7 +73,9 @@ def render(run: Results, meta: dict[str, Any]) -> str:
            "- *websocket page*: `tests/headless_page.py`, a Python client connection of its own "
            "(as the page client's own websocket is a session of its own) that answers the install "
            "script with a comm_open; times are `time.perf_counter()` in its reader thread — the "
-           "same page and numbers as the comm benchmark's.",
+           "same page and numbers as the comm benchmark's. In the bursts each page's own "
+           "per-value work counts too: this page's is Python's (JSON decoding, a queue hand-off "
+           "per value to the measuring thread), the Node page's is the page client's callback.",
            "- *widget transport*: the real page client (`js/wrapperkernel_comm.js`, from the "
            "kernel's anywidget model) run in Node 20 by `tests/widget_frontend.py`, the VS Code "
            "stand-in: a frontend with only its kernel connection and a widget manager. Each "
