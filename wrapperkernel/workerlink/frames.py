@@ -38,6 +38,15 @@ class Frame(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class BinaryFrame(Frame):
+    """A frame whose value may hold binary buffers (wrapperkernel/buffers.py): the JSON has
+    null at each of ``buffer_paths``, and ``buffers`` (bytes-like, in the same order)
+    travel after the JSON, as they are (framing.py). ``buffers`` is not part of the JSON."""
+
+    buffer_paths: list[list[str | int]] = Field(default_factory=list)
+    buffers: list[Any] = Field(default_factory=list, exclude=True, repr=False)
+
+
 # --------------------------------------------------------------------- kernel -> worker
 
 
@@ -90,7 +99,7 @@ class InputReplyFrame(Frame):
     error: str | None = None
 
 
-class AddressValueFrame(Frame):
+class AddressValueFrame(BinaryFrame):
     """A value from the page for an address the program subscribed to."""
 
     type: Literal["address_value"] = "address_value"
@@ -98,7 +107,7 @@ class AddressValueFrame(Frame):
     value: Any = None
 
 
-class AddressReplyFrame(Frame):
+class AddressReplyFrame(BinaryFrame):
     """The answer to one request of the program (``AddressStartFrame`` ... ``AddressSendManyFrame``)."""
 
     type: Literal["address_reply"] = "address_reply"
@@ -220,7 +229,7 @@ class AddressStartFrame(Frame):
     retry: StrictBool = False
 
 
-class AddressSendFrame(Frame):
+class AddressSendFrame(BinaryFrame):
     """One value for the page, sent on its own (the answer to a read request of the
     page); the program's ``comms.send`` calls travel batched in ``AddressSendManyFrame``."""
 
@@ -254,7 +263,7 @@ class AddressSyncFrame(Frame):
     request_id: str
 
 
-class AddressSendManyFrame(Frame):
+class AddressSendManyFrame(BinaryFrame):
     """Values the program sent, in order: ``[address, value, size_bytes]`` items, answered
     by one ``AddressReplyFrame`` for them all. The worker batches ``comms.send`` calls into
     it; ``size_bytes`` is the item's JSON size on its way to the page (for pacing)."""
