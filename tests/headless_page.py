@@ -11,6 +11,7 @@ kernel and the worker over real ZMQ without a browser.
 
 from __future__ import annotations
 
+import copy
 import json
 import queue
 import re
@@ -21,6 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
+
+from wrapperkernel import buffers
 
 # What the kernel tells the page client (ack_every_msgs, ack_delay_ms in its config).
 from wrapperkernel.address.defaults import ACK_DELAY_S, ACK_EVERY_MSGS
@@ -153,7 +156,13 @@ class HeadlessPage:
     def _comm_msg(self, data: Any) -> None:
         if self.comm_id is None:
             raise RuntimeError("the headless page is not connected")
+        # Bytes-like values travel as the message's buffers, as the page client sends them.
+        out, paths, bufs = buffers.extract(data)
+        if paths:
+            data = {**out, "buffer_paths": paths}
         msg = self.client.session.msg("comm_msg", {"comm_id": self.comm_id, "data": data})
+        if paths:
+            msg["buffers"] = [bytes(b) for b in bufs]
         self._send(msg)
 
     def _send(self, msg: dict[str, Any]) -> None:
@@ -186,6 +195,12 @@ class HeadlessPage:
             elif kind == "comm_msg" and content.get("comm_id") == self.comm_id:
                 self.comm_msgs_seen += 1
                 data = content["data"]
+                if "buffer_paths" in data:
+                    # Binary values: each buffer back at its slot, as bytes.
+                    data = copy.deepcopy(data)  # the iopub_log keeps what arrived
+                    paths = data.pop("buffer_paths")
+                    data = buffers.insert(data, paths, msg.get("buffers") or [])
+                    data = _bytes_in(data)
                 items = data["batch"] if "batch" in data else [data]
                 for item in items:
                     self._item(item, content["comm_id"])
@@ -243,6 +258,17 @@ class HeadlessPage:
                 return
             self.history.append((comm_id, address, item["value"]))
             self.received.put((address, item["value"]))
+
+
+def _bytes_in(value: Any) -> Any:
+    """``value`` with its memoryviews as bytes (comparable in tests)."""
+    if isinstance(value, memoryview):
+        return value.tobytes()
+    if isinstance(value, list):
+        return [_bytes_in(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _bytes_in(item) for key, item in value.items()}
+    return value
 
 
 def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:

@@ -1401,9 +1401,9 @@ TestPacedCommLifecycle = PacedCommLifecycle.TestCase
 
 # The pure modules of the address package may import each other, and the constants;
 # each one is tested here to import no I/O itself. (page_script is not pure: it reads
-# the page client's JS file.)
+# the page client's JS file.) wrapperkernel.buffers is pure too (binary values).
 PURE_MODULES = ["events", "payloads", "core", "outbox"]
-PURE_NEIGHBOURS = {"wrapperkernel.address.defaults",
+PURE_NEIGHBOURS = {"wrapperkernel.address.defaults", "wrapperkernel.buffers",
                    *(f"wrapperkernel.address.{module}" for module in PURE_MODULES)}
 
 

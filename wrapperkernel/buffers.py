@@ -47,21 +47,28 @@ def extract(value: Any) -> tuple[Any, list[Path], list[memoryview]]:
     are; the others are copied (tuples become lists, as in JSON)."""
     paths: list[Path] = []
     buffers: list[memoryview] = []
-    out = _extract(value, [], paths, buffers)
+    out = _extract(value, [], paths, buffers, set())
     return out, paths, buffers
 
 
-def _extract(value: Any, path: Path, paths: list[Path], buffers: list[memoryview]) -> Any:
+def _extract(value: Any, path: Path, paths: list[Path], buffers: list[memoryview],
+             active: set[int]) -> Any:
     if isinstance(value, _SCALARS):
         return value
-    if isinstance(value, dict):
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in active:
+            return value  # a cycle: not JSON, and the caller's encoder says so
+        active.add(id(value))
         before = len(buffers)
-        items = {key: _extract(item, [*path, key], paths, buffers) for key, item in value.items()}
-        return items if len(buffers) > before else value
-    if isinstance(value, (list, tuple)):
-        before = len(buffers)
-        items = [_extract(item, [*path, index], paths, buffers) for index, item in enumerate(value)]
-        return items if len(buffers) > before or isinstance(value, tuple) else value
+        if isinstance(value, dict):
+            items: Any = {key: _extract(item, [*path, key], paths, buffers, active)
+                          for key, item in value.items()}
+        else:
+            items = [_extract(item, [*path, index], paths, buffers, active)
+                     for index, item in enumerate(value)]
+        active.discard(id(value))
+        changed = len(buffers) > before or isinstance(value, tuple)
+        return items if changed else value
     buffer = as_buffer(value)
     if buffer is None:
         return value  # not JSON either: the caller's encoder says so

@@ -149,6 +149,7 @@ from wrapperkernel.address.payloads import (
     parse_page_data,
     preview,
 )
+from wrapperkernel.buffers import size as payload_size
 
 _SILENCE_SLACK_S = 1e-6
 # Messages on a comm that its page has not acknowledged yet, at most (values wait in
@@ -355,7 +356,12 @@ def _is_private(address: str) -> bool:
 
 
 def _json_size(data: Any) -> int:
-    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+    """The bytes a payload takes on the way: its JSON, plus its binary buffers if it
+    holds any (a page's binary value passed on to the other pages)."""
+    try:
+        return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+    except TypeError:
+        return payload_size(data)
 
 
 def _addresses(request: ProgramRequest) -> Sequence[str]:

@@ -17,6 +17,9 @@ import reprlib
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from wrapperkernel.buffers import insert as insert_buffers
+from wrapperkernel.buffers import valid_paths
+
 
 @dataclass(frozen=True, slots=True)
 class PageValue:
@@ -103,3 +106,21 @@ def parse_ack_seq(value: object) -> int | None:
 def kernel_id_of(data: object) -> object:
     """The ``kernel_id`` a comm_open's data names (whatever its type), or None."""
     return data.get("kernel_id") if isinstance(data, dict) else None
+
+
+def with_buffers(data: Any, buffers: list[Any]) -> tuple[Any, str]:
+    """A page's payload with its message's buffers back at its ``buffer_paths`` (as
+    memoryview; wrapperkernel/buffers.py), and a problem to log ('' if none). The payload
+    is None when the buffers do not fit it: it is dropped, the channel serves on."""
+    if not isinstance(data, dict) or "buffer_paths" not in data:
+        problem = (f"ignored {len(buffers)} buffer(s) of a page message without "
+                   "buffer_paths") if buffers else ""
+        return data, problem
+    data = dict(data)
+    paths = data.pop("buffer_paths")
+    if not valid_paths(paths):
+        return None, f"ignored a page message whose buffer_paths are not paths: {preview(paths)}"
+    try:
+        return insert_buffers(data, paths, [memoryview(b) for b in buffers]), ""
+    except ValueError as error:
+        return None, f"ignored a page message whose buffers do not fit it: {error}"

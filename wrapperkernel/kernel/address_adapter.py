@@ -23,6 +23,9 @@ from typing import Any
 from wrapperkernel.address import events as e
 from wrapperkernel.address.core import AddressCore
 from wrapperkernel.address.page_script import install_config, render_install_html
+from wrapperkernel.address.payloads import with_buffers
+from wrapperkernel.buffers import extract as extract_buffers
+from wrapperkernel.buffers import insert as insert_buffers
 from wrapperkernel.kernel import widget_transport as wt
 from wrapperkernel.wire import messages as m
 from wrapperkernel.wire.transport import Transport
@@ -79,15 +82,20 @@ class AddressAdapter:
         self._handle(e.PageCommOpened(self.clock(), opened.comm_id, opened.target_name,
                                       opened.data))
 
-    def on_page_msg(self, msg: m.CommMsg) -> None:
-        self._handle(e.PageCommMsg(self.clock(), msg.comm_id, msg.data))
+    def on_page_msg(self, msg: m.CommMsg, buffers: list[Any] | None = None) -> None:
+        data, problem = with_buffers(msg.data, buffers or [])
+        if problem:
+            log.warning("%s", problem)
+        if data is not None:
+            self._handle(e.PageCommMsg(self.clock(), msg.comm_id, data))
 
     def on_page_close(self, closed: m.CommClose) -> None:
         self._handle(e.PageCommClosed(self.clock(), closed.comm_id))
 
-    def on_widget_msg(self, msg: m.CommMsg, parent: dict[str, Any] | None) -> None:
+    def on_widget_msg(self, msg: m.CommMsg, parent: dict[str, Any] | None,
+                      buffers: list[Any] | None = None) -> None:
         """A comm_msg on the widget model's comm, from any page."""
-        for event in self.widget.on_page_msg(msg.data, parent):
+        for event in self.widget.on_page_msg(msg.data, parent, buffers or []):
             now = self.clock()
             if isinstance(event, wt.Opened):
                 self._handle(e.PageCommOpened(now, event.connection_id, e.COMM_TARGET_NAME,
@@ -108,13 +116,16 @@ class AddressAdapter:
         if isinstance(frame, frames.AddressStartFrame):
             self._handle(e.StartRequested(now, frame.request_id, frame.retry))
         elif isinstance(frame, frames.AddressSendFrame):
-            self._handle(e.SendRequested(now, frame.request_id, frame.address, frame.value))
+            value = frame.value if not frame.buffer_paths else insert_buffers(
+                frame.value, frame.buffer_paths, frame.buffers)
+            self._handle(e.SendRequested(now, frame.request_id, frame.address, value))
         elif isinstance(frame, frames.AddressReadFrame):
             self._handle(e.ReadRequested(now, frame.request_id, frame.address, frame.timeout_s))
         elif isinstance(frame, frames.AddressSyncFrame):
             self._handle(e.SyncRequested(now, frame.request_id))
         elif isinstance(frame, frames.AddressSendManyFrame):
-            self._handle(e.SendManyRequested(now, frame.request_id, frame.items))
+            items = frame.items if not frame.buffer_paths else _items_with_buffers(frame)
+            self._handle(e.SendManyRequested(now, frame.request_id, items))
         elif isinstance(frame, frames.AddressSubscriptionFrame):
             event = e.ProgramSubscribed if frame.subscribed else e.ProgramUnsubscribed
             self._handle(event(now, frame.address))
@@ -142,16 +153,21 @@ class AddressAdapter:
 
     def _perform(self, action: e.Action) -> None:
         if isinstance(action, e.SendCommMsg):
+            data, buffers = wire_payload(action.data)
             if self.widget.carries(action.comm_id):
-                self.widget.send(action.comm_id, action.data, action.seq)
+                self.widget.send(action.comm_id, data, action.seq, buffers)
                 return
-            self.transport.publish("comm_msg", {"comm_id": action.comm_id, "data": action.data},
-                                   parent=None, metadata={"seq": action.seq})
+            self.transport.publish("comm_msg", {"comm_id": action.comm_id, "data": data},
+                                   parent=None, metadata={"seq": action.seq}, buffers=buffers)
         elif isinstance(action, e.DeliverToProgram):
-            self.worker.send(frames.AddressValueFrame(address=action.address, value=action.value))
+            value, paths, buffers = extract_buffers(action.value)
+            self.worker.send(frames.AddressValueFrame(address=action.address, value=value,
+                                                      buffer_paths=paths, buffers=buffers))
         elif isinstance(action, e.ReplyToProgram):
+            value, paths, buffers = extract_buffers(action.value)
             self.worker.send(frames.AddressReplyFrame(request_id=action.request_id, ok=action.ok,
-                                                   value=action.value, error=action.error))
+                                                   value=value, error=action.error,
+                                                   buffer_paths=paths, buffers=buffers))
         elif isinstance(action, e.StartTimer):
             old = self._timers.pop(action.timer, None)
             if old is not None:
@@ -205,3 +221,24 @@ class AddressAdapter:
             "metadata": {},
             "transient": {"display_id": display_id},
         }, parent=parent)
+
+
+# --- binary values (wrapperkernel/buffers.py) ----------------------------------------------
+
+
+def wire_payload(data: Any) -> tuple[Any, list[memoryview]]:
+    """A payload for the page: bytes-like values out of it, their ``buffer_paths`` at its
+    top level, and the buffers to send with the message."""
+    out, paths, buffers = extract_buffers(data)
+    if not paths:
+        return data, []
+    return {**out, "buffer_paths": paths}, buffers
+
+
+def _items_with_buffers(frame: frames.AddressSendManyFrame) -> list[tuple[str, Any, int]]:
+    """The program's values with their buffers back in (paths are [item index, *path])."""
+    items = [list(item) for item in frame.items]
+    for path, buffer in zip(frame.buffer_paths, frame.buffers, strict=True):
+        index, *inner = path
+        items[index][1] = insert_buffers(items[index][1], [inner], [buffer])
+    return [(address, value, size) for address, value, size in items]

@@ -61,13 +61,14 @@ class CommRouter:
             self.address.on_page_open(opened)
         elif kind == "msg":
             msg = m.parse(m.CommMsg, request.content)
+            buffers = list(request.msg.get("buffers") or [])
             if self.address.widget.owns(msg.comm_id):
-                self.address.on_widget_msg(msg, request.msg.get("header"))
+                self.address.on_widget_msg(msg, request.msg.get("header"), buffers)
                 return
             if self.relay.owns(msg.comm_id):
                 self.relay.to_worker(request, "comm_msg", msg.comm_id, msg.data)
                 return
-            self.address.on_page_msg(msg)
+            self.address.on_page_msg(msg, buffers)
         else:
             closed = m.parse(m.CommClose, request.content)
             if self.address.widget.owns(closed.comm_id):

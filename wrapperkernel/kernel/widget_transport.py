@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wrapperkernel.address.page_script import render_widget_module
+from wrapperkernel.address.payloads import with_buffers
 from wrapperkernel.wire.transport import Transport
 
 log = logging.getLogger("wrapperkernel.address")
@@ -172,7 +173,8 @@ class WidgetTransport:
 
     # ------------------------------------------------------------------ page -> kernel
 
-    def on_page_msg(self, data: Any, parent: dict[str, Any] | None) -> list[PageEvent]:
+    def on_page_msg(self, data: Any, parent: dict[str, Any] | None,
+                    buffers: list[Any] | None = None) -> list[PageEvent]:
         """A comm_msg from a page on the model's comm: the address-channel events in it
         (at most one), after answering ipywidgets' own requests."""
         if not isinstance(data, dict):
@@ -213,7 +215,10 @@ class WidgetTransport:
         except ValueError as error:
             log.warning("ignored a widget-transport message whose json is not JSON: %s", error)
             return []
-        return [Received(connection_id, payload)]
+        payload, problem = with_buffers(payload, buffers or [])
+        if problem:
+            log.warning("%s", problem)
+        return [] if payload is None else [Received(connection_id, payload)]
 
     def forget(self, connection_id: str) -> None:
         """The core has closed this page's connection (it left, or went stale)."""
@@ -221,8 +226,11 @@ class WidgetTransport:
 
     # ------------------------------------------------------------------ kernel -> page
 
-    def send(self, connection_id: str, data: Any, seq: int) -> None:
-        self._custom({"page": self._pages[connection_id], "data": data, "seq": seq})
+    def send(self, connection_id: str, data: Any, seq: int,
+             buffers: list[memoryview] | None = None) -> None:
+        """``data`` carries its ``buffer_paths`` already; ``buffers`` go with the message."""
+        self._custom({"page": self._pages[connection_id], "data": data, "seq": seq},
+                     buffers)
 
     def close(self, connection_id: str) -> None:
         page = self._pages.pop(connection_id, None)
@@ -233,12 +241,12 @@ class WidgetTransport:
         """Every page that has the model and no client for this kernel installs one."""
         self._custom({"install": config})
 
-    def _custom(self, content: dict[str, Any]) -> None:
+    def _custom(self, content: dict[str, Any], buffers: list[memoryview] | None = None) -> None:
         if self.model_id is None:
             raise RuntimeError("the widget model is not open")
         self.transport.publish("comm_msg", {
             "comm_id": self.model_id, "data": {"method": "custom", "content": content},
-        }, parent=None)
+        }, parent=None, buffers=buffers or None)
 
 
 def _content_problem(content: Any) -> str:

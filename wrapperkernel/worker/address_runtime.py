@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from wrapperkernel.address.defaults import READ_TIMEOUT_S
+from wrapperkernel.buffers import extract as extract_buffers
+from wrapperkernel.buffers import insert as insert_buffers
 from wrapperkernel.comms_base import (
     CommsError,
     Listener,
@@ -46,6 +48,7 @@ from wrapperkernel.settings import READ_TIMEOUT_VARIABLE, seconds_from_environme
 from wrapperkernel.worker.callbacks import Callback, CallbackDispatcher, Subscription
 from wrapperkernel.worker.send_batcher import (
     SYSTEM_CLOCK,
+    Binary,
     Clock,
     SendBatcher,
     queue_bytes_from_environment,
@@ -207,12 +210,18 @@ class AddressRuntime:
 
     def send(self, address: str, value: Any) -> None:
         check_address(address)
-        json_text = _json_text(address, value)
+        try:
+            json_text, binary = _json_text(address, value), None
+        except TypeError:
+            json_text, binary = _binary_json(address, value)  # or the JSON error again
         if self._send_error is not None:  # tested here: the common case makes no call
             self._raise_send_error()
         if not self._connected:
             self._start(None)
-        self._add(address, json_text)
+        if binary is None:
+            self._add(address, json_text)
+        else:
+            self._out.add(address, json_text, binary)
 
     def flush(self) -> None:
         """Hand every value sent so far to the kernel (the worker does this after a cell)."""
@@ -305,7 +314,7 @@ class AddressRuntime:
         if isinstance(frame, frames.AddressReplyFrame):
             self._on_reply(frame)
         elif isinstance(frame, frames.AddressValueFrame):
-            self._on_value(frame.address, frame.value)
+            self._on_value(frame.address, _value_of(frame))
         elif isinstance(frame, frames.AddressReadRequestFrame):
             self._on_read_request(frame.address)
         else:
@@ -319,7 +328,7 @@ class AddressRuntime:
         with self._lock:
             waiter = self._waiting.get(frame.request_id)
             if waiter is not None:
-                waiter.ok, waiter.value, waiter.error = frame.ok, frame.value, frame.error
+                waiter.ok, waiter.value, waiter.error = frame.ok, _value_of(frame), frame.error
                 waiter.done.set()
                 return
             unwaited = self._unwaited.pop(frame.request_id, None)
@@ -439,9 +448,10 @@ class AddressRuntime:
 
     def _send_unwaited(self, request_id: str, address: str, value: Any) -> None:
         try:
-            self._send(
-                frames.AddressSendFrame(request_id=request_id, address=address, value=value)
-            )
+            value, paths, buffers = extract_buffers(value)
+            self._send(frames.AddressSendFrame(request_id=request_id, address=address,
+                                               value=value, buffer_paths=paths,
+                                               buffers=buffers))
         except BaseException:
             self._abandon(request_id)
             raise
@@ -505,6 +515,27 @@ class AddressRuntime:
 _ENCODER = json.JSONEncoder(allow_nan=False)
 # Larger ints go the general way, which reports Python's limit on digits as a TypeError.
 _HUGE_INT = 10**4000
+
+
+def _binary_json(address: str, value: Any) -> tuple[str, Binary]:
+    """The JSON of a value that holds bytes-like objects (null in their slots), and its
+    buffers; the JSON error of ``_json_text`` if it holds none, or holds other non-JSON."""
+    out, paths, buffers = extract_buffers(value)
+    if not paths:
+        _json_text(address, value)  # raises the error that brought us here
+    text = _json_text(address, out)
+    # A snapshot, as for JSON values: the caller may change its array right after send().
+    # One copy, shared by the batch and by the latest value (the page's reads).
+    copies = [memoryview(buffer.tobytes()) for buffer in buffers]
+    latest = _Received(insert_buffers(json.loads(text), paths, copies))
+    return text, Binary(paths, copies, latest)
+
+
+def _value_of(frame: frames.AddressValueFrame | frames.AddressReplyFrame) -> Any:
+    """A frame's value with its buffers back in it, as memoryview."""
+    if not frame.buffer_paths:
+        return frame.value
+    return insert_buffers(frame.value, frame.buffer_paths, frame.buffers)
 
 
 def _json_text(address: str, value: Any) -> str:

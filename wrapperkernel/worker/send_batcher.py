@@ -31,12 +31,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from wrapperkernel.comms_base import CommsError
 from wrapperkernel.settings import whole_number_from_environment
 from wrapperkernel.workerlink import frames
-from wrapperkernel.workerlink.framing import encode_body
+from wrapperkernel.workerlink.framing import FrameDecoder, encode_body
 
 # A value sent after a pause longer than BURST_GAP_S goes to the kernel at once, by the
 # calling thread. One sent sooner (a loop) joins a batch, which the calling thread hands
@@ -55,6 +55,15 @@ QUEUE_BYTES_VARIABLE = "WRAPPERKERNEL_COMM_QUEUE_BYTES"
 # How often a sender blocked at the bound looks at the clock (the wait itself ends as
 # soon as the kernel answers).
 ROOM_POLL_S = 0.1
+
+
+class Binary(NamedTuple):
+    """A sent value's buffers (wrapperkernel/buffers.py), and what the runtime keeps as
+    the address's latest value."""
+
+    paths: list[list[str | int]]
+    buffers: list[memoryview]
+    latest: Any
 
 
 def queue_bytes_from_environment(
@@ -148,6 +157,9 @@ class SendBatcher:
         self._batch_address = ""  # the first one's, for error messages
         self._batch_bytes = 0
         self._batch_began_s = 0.0
+        # The batch's binary values: paths [item index, *path in its value], and buffers.
+        self._batch_paths: list[list[Any]] = []
+        self._batch_buffers: list[memoryview] = []
         self._last_flush_s = -math.inf  # so that the first value goes at once
         self._flusher_started = False
         self._flusher_parked = True  # waiting for a batch to begin, not sleeping to a due time
@@ -160,21 +172,30 @@ class SendBatcher:
 
     # ------------------------------------------------------------------ callers' threads
 
-    def add(self, address: str, json_text: str) -> None:
+    def add(self, address: str, json_text: str, binary: Binary | None = None) -> None:
         """Batch one sent value (``json_text`` is its JSON); blocks while it does not fit
         under the bound. It runs for every ``comms.send``: no lock but the one, no call that
-        the common case can do without."""
+        the common case can do without. A value with buffers comes with ``binary``: its
+        JSON has null at each path, and the runtime's latest value is ``binary.latest``."""
         address_json = _address_json(address)
         # The item's size on its way to the page, {"address":A,"value":V}, for pacing.
         size = len(address_json) + len(json_text) + ITEM_ENVELOPE_BYTES
+        if binary is not None:
+            size += sum(buffer.nbytes for buffer in binary.buffers)
         item = f"[{address_json},{json_text},{size}]"
-        item_bytes = len(item)
+        item_bytes = len(item) if binary is None else size
         if self._outstanding_bytes + self._batch_bytes + item_bytes > self._queue_bytes:
             self._wait_for_room(item_bytes)
         with self._lock:
-            # A single dict store: atomic, so the runtime may read ``latest`` meanwhile.
-            self._latest[address] = json_text
             batch = self._batch
+            # A single dict store: atomic, so the runtime may read ``latest`` meanwhile.
+            if binary is None:
+                self._latest[address] = json_text
+            else:
+                self._latest[address] = binary.latest
+                index = len(batch)
+                self._batch_paths += [[index, *path] for path in binary.paths]
+                self._batch_buffers += binary.buffers
             batch.append(item)
             self._batch_bytes += item_bytes
             if len(batch) == 1:
@@ -232,16 +253,19 @@ class SendBatcher:
         if not self._batch:
             return
         items, address, size = self._batch, self._batch_address, self._batch_bytes
+        paths, buffers = self._batch_paths, self._batch_buffers
         self._batch, self._batch_bytes = [], 0
+        self._batch_paths, self._batch_buffers = [], []
         self._last_flush_s = self._now_s()
         request_id = self._open_batch(address, size, len(items))
         with self._settled:
             self._outstanding_bytes += size
             self._outstanding_sends += 1
+        tail = f'],"buffer_paths":{json.dumps(paths)}}}' if paths else "]}"
         body = (f'{{"type":"address_send_many","request_id":"{request_id}","items":['
-                + ",".join(items) + "]}").encode()
+                + ",".join(items) + tail).encode()
         try:
-            self._send_encoded(encode_body(body, "address_send_many"))
+            self._send_encoded(encode_body(body, "address_send_many", buffers))
         except BaseException:
             if self._abandon_batch(request_id):
                 with self._settled:
@@ -250,7 +274,9 @@ class SendBatcher:
             raise
 
     def _decode_and_send(self, data: bytes) -> None:
-        self._send_frame(frames.WORKER_TO_KERNEL.validate_json(data[4:]))
+        decoder: FrameDecoder[Any] = FrameDecoder(frames.WORKER_TO_KERNEL)
+        (frame,) = decoder.feed(data)
+        self._send_frame(frame)
 
     def _wait_for_room(self, size_bytes: int) -> None:
         """Block until ``size_bytes`` more fit under the bound (one value larger than the
