@@ -244,3 +244,64 @@ def test_voila_slider_steers_a_program_and_a_text_shows_what_it_saw(
     except BaseException:
         print(f"voila log {voila.log_path}:\n{voila.log_tail(12000)}")
         raise
+
+
+# --- binary values -----------------------------------------------------------------------
+
+ARRAY_FLOATS = 131072  # 1 MiB of float64
+PAGE_SUBSCRIBES = """
+globalThis.wkBinary = null;
+wrapperkernel_comm.subscribe('/array', (address, value) => {
+  let sum = 0;
+  for (let i = 0; i < value.byteLength / 8; i++) sum += value.getFloat64(i * 8, true);
+  globalThis.wkBinary = {dataView: value instanceof DataView, bytes: value.byteLength,
+                          first: value.getFloat64(8, true),
+                          last: value.getFloat64(value.byteLength - 8, true), sum: sum};
+  const reply = new Uint8Array(4096);
+  for (let i = 0; i < reply.length; i++) reply[i] = i % 256;
+  wrapperkernel_comm.send('/page-bytes', {raw: reply.buffer, view: reply.subarray(1, 3)});
+});
+"""
+BINARY_CELL = f"""\
+import numpy as np
+got = comms.listen('/page-bytes')
+comms.send('/array', np.arange({ARRAY_FLOATS}, dtype=np.float64))
+v = got.get(timeout=30)
+print(type(v['raw']).__name__, bytes(v['raw']) == bytes(range(256)) * 16, bytes(v['view']))"""
+
+
+def exchange_binary_values(page: Page) -> dict:
+    run_cell(page, "from wrapperkernel import comms\ncomms.start()")
+    client = page_client(page)
+    page.evaluate(PAGE_SUBSCRIBES)
+    append_cell(page)
+    result = run_cell(page, BINARY_CELL, timeout_s=60)
+    assert result.text == "memoryview True b'\\x01\\x02'", result.text
+    arrived = page.evaluate("globalThis.wkBinary")
+    n = ARRAY_FLOATS
+    assert arrived == {"dataView": True, "bytes": n * 8, "first": 1, "last": n - 1,
+                       "sum": n * (n - 1) / 2}
+    return {**client, "protocol": page.evaluate("wrapperkernel_comm.protocol ?? null")}
+
+
+def test_a_numpy_array_arrives_as_a_dataview_and_page_bytes_in_python(
+    page: Page, lab_server: LabServer, kernel_under_test: KernelUnderTest
+) -> None:
+    try:
+        open_lab(page, lab_server, "lab/workspaces/binary-websocket")
+        create_notebook(page, kernel_under_test.display_name)
+        client = exchange_binary_values(page)
+        # JupyterLab's server offers the v1 websocket protocol, and the client takes it.
+        assert client["transport"] == "websocket"
+        assert client["protocol"] == "v1.kernel.websocket.jupyter.org"
+    finally:
+        shut_down_sessions(lab_server)
+
+
+def test_binary_values_on_the_widget_transport(page: Page, widget_lab: LabServer) -> None:
+    try:
+        open_lab(page, widget_lab, "lab/workspaces/binary-widget")
+        create_notebook(page, WIDGET_DISPLAY_NAME)
+        assert exchange_binary_values(page)["transport"] == "widget"
+    finally:
+        shut_down_sessions(widget_lab)
