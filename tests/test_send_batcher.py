@@ -27,10 +27,12 @@ from wrapperkernel.worker.send_batcher import (
     FLUSH_DELAY_S,
     QUEUE_BYTES_VARIABLE,
     ROOM_POLL_S,
+    Binary,
     SendBatcher,
     queue_bytes_from_environment,
 )
 from wrapperkernel.workerlink import frames
+from wrapperkernel.workerlink.framing import FrameDecoder
 
 WAIT_S = 5.0  # bound on every real wait in these tests, so a bug fails instead of hanging
 
@@ -388,3 +390,33 @@ def test_a_bad_queue_bound_is_logged_and_the_default_kept(text: str) -> None:
         DEFAULT_QUEUE_BYTES)
     assert logs == [f"ignored {QUEUE_BYTES_VARIABLE}={text!r}: expected a whole number of "
                     "bytes, at least 1024"]
+
+
+# ---------------------------------------------------------------------- binary values
+
+
+def test_a_binary_value_carries_its_buffers_and_counts_them_against_the_bound_only() -> None:
+    harness = Harness()
+    written: list[frames.AddressSendManyFrame] = []
+
+    def write(data: bytes) -> None:
+        decoder: FrameDecoder[Any] = FrameDecoder(frames.WORKER_TO_KERNEL)
+        written.extend(decoder.feed(data))
+
+    harness.batcher._send_encoded = write  # the harness's decoder reads JSON frames only
+    blob = memoryview(b"\x07" * 100_000)
+    latest = object()
+    harness.batcher.add("/blob", '{"data":null,"n":1}', Binary([["data"]], [blob], latest))
+    (frame,) = written
+    assert frame.items == [("/blob", {"data": None, "n": 1}, item_size("/blob", '{"data":null,"n":1}'))]
+    assert frame.buffer_paths == [[0, "data"]]
+    assert [bytes(b) for b in frame.buffers] == [bytes(blob)]
+    # The bound counts the buffer (memory); the item's size, used to pace what the page
+    # parses as JSON, does not.
+    (counted,) = harness.unanswered.values()
+    assert counted == len(f'["/blob",{{"data":null,"n":1}},{frame.items[0][2]}]') + 100_000
+    assert harness.latest["/blob"] is latest
+
+
+def item_size(address: str, json_text: str) -> int:
+    return len(json.dumps(address)) + len(json_text) + len('{"address":,"value":}')

@@ -62,18 +62,26 @@ def test_a_frontend_without_a_server_runs_the_channel_while_a_cell_runs() -> Non
     with kernel_and_frontend() as (conn, frontend):
         start_connected(conn, frontend)
         frontend.eval("globalThis.seen = [];\n"
-                      "wrapperkernel_comm.subscribe('/to-page', (a, v) => globalThis.seen.push(v));")
+                      "wrapperkernel_comm.subscribe('/to-page', (a, v) => globalThis.seen.push(v));\n"
+                      "globalThis.ready = false;\n"
+                      "wrapperkernel_comm.subscribe('/ready', () => { globalThis.ready = true; });")
         # The cell waits for the page's values while it runs: they travel on the widget
-        # model's comm, which the kernel answers while the worker is busy.
+        # model's comm, which the kernel answers while the worker is busy. It says when it
+        # listens: the kernel passes on only values of addresses the program subscribed to.
         msg_id = conn.execute(
             "got = []\n"
-            "for value in comms.listen('/to-program'):\n"
+            "values = comms.listen('/to-program')\n"
+            "comms.send('/ready', True)\n"
+            "for value in values:\n"
             "    got.append(value)\n"
             "    comms.send('/to-page', value * 10)\n"
             "    if value == 4:\n"
             "        break\n"
             "print(got)")
-        time.sleep(0.3)  # the cell is in listen() by now; values sent earlier would wait
+        deadline = time.monotonic() + WAIT_S
+        while not frontend.eval("return globalThis.ready;"):
+            assert time.monotonic() < deadline, "the cell never said it listens"
+            time.sleep(0.05)
         for value in range(5):
             frontend.eval(f"wrapperkernel_comm.send('/to-program', {value});")
         result = conn.result(msg_id, timeout=WAIT_S)

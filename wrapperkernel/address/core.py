@@ -149,7 +149,7 @@ from wrapperkernel.address.payloads import (
     parse_page_data,
     preview,
 )
-from wrapperkernel.buffers import size as payload_size
+from wrapperkernel.buffers import as_buffer
 
 _SILENCE_SLACK_S = 1e-6
 # Messages on a comm that its page has not acknowledged yet, at most (values wait in
@@ -356,12 +356,17 @@ def _is_private(address: str) -> bool:
 
 
 def _json_size(data: Any) -> int:
-    """The bytes a payload takes on the way: its JSON, plus its binary buffers if it
-    holds any (a page's binary value passed on to the other pages)."""
-    try:
-        return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
-    except TypeError:
-        return payload_size(data)
+    """The bytes of a payload's JSON, what the pacing counts (the page parses them). Binary
+    buffers (a page's binary value passed on to the other pages) count as their null:
+    the page copies them, it does not parse them."""
+    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False,
+                          default=_buffer_as_null))
+
+
+def _buffer_as_null(obj: Any) -> None:
+    if as_buffer(obj) is None:
+        raise TypeError(f"{type(obj).__name__} in a payload is neither JSON nor bytes-like")
+    return None
 
 
 def _addresses(request: ProgramRequest) -> Sequence[str]:

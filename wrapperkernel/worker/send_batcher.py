@@ -179,11 +179,12 @@ class SendBatcher:
         JSON has null at each path, and the runtime's latest value is ``binary.latest``."""
         address_json = _address_json(address)
         # The item's size on its way to the page, {"address":A,"value":V}, for pacing.
+        # Buffers do not count there: the pacing is for what the page parses as JSON.
         size = len(address_json) + len(json_text) + ITEM_ENVELOPE_BYTES
-        if binary is not None:
-            size += sum(buffer.nbytes for buffer in binary.buffers)
         item = f"[{address_json},{json_text},{size}]"
-        item_bytes = len(item) if binary is None else size
+        item_bytes = len(item)
+        if binary is not None:  # the bound is on memory: buffers count in full
+            item_bytes += sum(buffer.nbytes for buffer in binary.buffers)
         if self._outstanding_bytes + self._batch_bytes + item_bytes > self._queue_bytes:
             self._wait_for_room(item_bytes)
         with self._lock:
