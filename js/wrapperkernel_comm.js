@@ -1403,11 +1403,14 @@
   // and report to `on`: opened(), events(list of channel events), errored(detail),
   // closed(code). The send functions return false when nothing could be sent.
 
-  function websocketConnection(d, config, ids, on) {
+  // `offerV1` false: a second try without a subprotocol. Jupyter Server in gateway mode
+  // selects none, and Chromium then refuses the handshake of a socket that offered one.
+  function websocketConnection(d, config, ids, on, offerV1) {
     const header = (msgType) => makeHeader(msgType, ids.sessionId, newUuid(d.crypto), d.now());
     const url = channelsUrl(readPageConfig(d.document), d.location, config.kernel_id, ids.sessionId);
     // Offered, not required: a server without it (or configured against it) picks none.
-    const socket = new d.WebSocket(url, [V1_PROTOCOL]);
+    const socket = offerV1 === false ? new d.WebSocket(url) : new d.WebSocket(url, [V1_PROTOCOL]);
+    let opened = false;
     socket.binaryType = "arraybuffer";
     // Known once the socket is open; frames arrive only after that.
     const protocol = () => (socket.protocol === V1_PROTOCOL ? V1_PROTOCOL : "");
@@ -1433,7 +1436,10 @@
       if (list.length === 0) return sendFrame(encodeCommMsgFrame(h, ids.commId, dataJson));
       return sendFrame(encodeLegacyBinaryFrame(legacyJsonOfParts(commMsgPartsJson(h, ids.commId, dataJson), "shell"), list));
     }
-    socket.onopen = () => on.opened();
+    socket.onopen = () => {
+      opened = true;
+      on.opened();
+    };
     socket.onmessage = (event) =>
       on.events(eventsOfFrame(event === null || event === undefined ? undefined : event.data, ids.commId, protocol()));
     socket.onerror = (event) => on.errored(event);
@@ -1441,6 +1447,8 @@
     return {
       transport: "websocket",
       url: url,
+      // Refused at the handshake after offering v1: worth one try without it.
+      refusedOffer: () => offerV1 !== false && !opened,
       get protocol() {
         return protocol();
       },
@@ -1685,18 +1693,27 @@
       },
       errored: (detail) => dispatch({ type: "socketErrored", detail: detail }),
       closed: (code) => {
-        if (fallback()) connect("widget", `the websocket closed (code ${code}) before the kernel acknowledged`);
-        else dispatch({ type: "socketClosed", code: code });
+        if (!closing && state.phase === "connecting" && connection !== null &&
+            connection.transport === "websocket" && connection.refusedOffer()) {
+          connect("websocket-legacy", `the websocket offering ${V1_PROTOCOL} closed (code ${code}) before it opened`);
+        } else if (fallback()) {
+          connect("widget", `the websocket closed (code ${code}) before the kernel acknowledged`);
+        } else {
+          dispatch({ type: "socketClosed", code: code });
+        }
       },
     };
 
+    // "websocket-legacy" tries again without a subprotocol, with a session id of its own
+    // (the server may still hold one for the refused handshake).
     function connect(transport, why) {
-      const ids = { sessionId: sessionId, commId: commId };
-      if (why !== undefined) debugIo(`${why}; using the widget transport`);
+      const legacy = transport === "websocket-legacy";
+      const ids = { sessionId: legacy ? newUuid(d.crypto) : sessionId, commId: commId };
+      if (why !== undefined) debugIo(`${why}; ${legacy ? "trying without a subprotocol" : "using the widget transport"}`);
       connection = null;
       connection = transport === "widget"
         ? widgetConnection(d, config, ids, on, widgetModelOf(d, config.kernel_id))
-        : websocketConnection(d, config, ids, on);
+        : websocketConnection(d, config, ids, on, !legacy);
     }
 
     const channel = {

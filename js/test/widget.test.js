@@ -36,8 +36,10 @@ function makeModel() {
 function makeDeps(server) {
   const sockets = [];
   class FakeWebSocket {
-    constructor(url) {
+    constructor(url, protocols) {
       this.url = url;
+      this.protocols = protocols;
+      this.protocol = "";
       this.readyState = 0;
       this.sent = [];
       sockets.push(this);
@@ -159,8 +161,16 @@ test("a websocket that closes before the ack gives way to the widget model, keep
   const channel = wk.install({ kernel_id: KERNEL }, deps);
   assert.equal(channel.transport, "websocket");
   channel.send("/queued", 1);
+  // Refused at the handshake with v1 offered: one more try without a subprotocol...
   sockets[0].readyState = 3;
   sockets[0].onclose({ code: 1006 });
+  assert.equal(sockets.length, 2);
+  assert.equal(sockets[1].protocols, undefined);
+  // ...which opens, and closes before the kernel's ack: the widget model takes over.
+  sockets[1].readyState = 1;
+  sockets[1].onopen({});
+  sockets[1].readyState = 3;
+  sockets[1].onclose({ code: 1006 });
   assert.equal(channel.transport, "widget");
   assert.equal(channel.state, "connecting");
   await ackOverWidget(model, channel);
@@ -175,6 +185,11 @@ test("a websocket forced by config does not fall back", () => {
   const channel = wk.install({ kernel_id: KERNEL, transport: "websocket" }, deps);
   sockets[0].readyState = 3;
   sockets[0].onclose({ code: 1006 });
+  // The retry without a subprotocol is still the websocket; when it fails too, the
+  // channel closes instead of using the widget model.
+  assert.equal(sockets.length, 2);
+  sockets[1].readyState = 3;
+  sockets[1].onclose({ code: 1006 });
   assert.equal(channel.transport, "websocket");
   assert.equal(channel.state, "closed");
 });
@@ -194,4 +209,28 @@ test("eventsOfWidgetMessage: only this page's messages, seq only when valid", ()
   assert.deepEqual(wk.eventsOfWidgetMessage({ page: "a", data: { address: "/a", value: 1 }, seq: 3 }, "a"),
     [{ type: "itemReceived", item: { address: "/a", value: 1 } }, { type: "messageHandled", seq: 3 }]);
   assert.equal(wk.eventsOfWidgetMessage({ page: "a" }, "a")[0].type, "inputIgnored");
+});
+
+test("a websocket refused for offering v1 (Jupyter Server in gateway mode) tries again without it", () => {
+  const { deps, sockets } = makeDeps(true);
+  const channel = wk.install({ kernel_id: KERNEL }, deps);
+  assert.deepEqual(sockets[0].protocols, ["v1.kernel.websocket.jupyter.org"]);
+  sockets[0].readyState = 3;
+  sockets[0].onclose({ code: 1006 });
+  assert.equal(sockets.length, 2);
+  assert.equal(sockets[1].protocols, undefined);
+  assert.notEqual(new URL(sockets[1].url).searchParams.get("session_id"),
+    new URL(sockets[0].url).searchParams.get("session_id"));
+  sockets[1].readyState = 1;
+  sockets[1].onopen({});
+  const open = JSON.parse(sockets[1].sent[0]);
+  assert.equal(open.header.msg_type, "comm_open");
+  assert.equal(open.content.comm_id, channel.commId);
+  assert.equal(channel.state, "connecting");
+  assert.equal(channel.transport, "websocket");
+  // A socket that opened and then closed is not tried again.
+  sockets[1].readyState = 3;
+  sockets[1].onclose({ code: 1006 });
+  assert.equal(sockets.length, 2);
+  assert.equal(channel.state, "closed");
 });
