@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import struct
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -50,9 +51,20 @@ def delivered(messages: list[dict[str, Any]], window: int) -> dict[str, list[lis
             held = {s["name"]: [] for s in message["series"]}
         for series in message["series"]:
             points = held.setdefault(series["name"], [])
-            points.extend([x, y] for x, y in zip(series["x"], series["y"], strict=True))
+            xs, ys = column(series["x"]), column(series["y"])
+            points.extend([x, y] for x, y in zip(xs, ys, strict=True))
             del points[:-window]
     return held
+
+
+def column(values: Any) -> list[Any]:
+    """A message column as a list, as chart.js reads it: a JSON list as it is, packed
+    little-endian float64 (the flusher's binary messages) with NaN as a gap (None)."""
+    if isinstance(values, list):
+        return values
+    assert isinstance(values, bytes) and len(values) % 8 == 0, type(values)
+    numbers = struct.unpack(f"<{len(values) // 8}d", values)
+    return [None if math.isnan(v) else v for v in numbers]
 
 
 def as_lists(value: dict[str, list[tuple[Any, Any]]]) -> dict[str, list[list[Any]]]:
@@ -339,6 +351,9 @@ def test_a_loop_of_appends_reaches_the_page_in_few_messages_and_is_saved(
     print(f"{2 * steps + 22} appends in {result['took']:.3f} s -> {len(messages)} messages")
     program_window = {name: [list(p) for p in points] for name, points in result["window"].items()}
     assert delivered(messages, window) == program_window
+    # The loop's messages carried their columns as binary buffers, 8 bytes a number.
+    packed = [s for m in messages for s in m["series"] if isinstance(s["x"], bytes)]
+    assert packed and all(len(s["x"]) == len(s["y"]) for s in packed)
     assert len(program_window["loss"]) == window
     assert program_window["acc"][-2:] == [[20_000, 1e308], [20_001, -1e308]]
     assert None in [y for _, y in program_window["loss"]]  # the gap travelled

@@ -19,10 +19,10 @@ Wire format (docs/widgets.md, "Chart"), one value on the chart's address::
 has (a snapshot and a delta may cross: the snapshot answers "bound" on the dispatcher
 thread while the flusher sends). ``reset`` marks a snapshot (the window as a whole: the
 rendering's config, the answer to "bound", ``clear()``); ``epoch`` grows with each
-``clear()``. Non-finite y travel as ``null`` (a gap in the line): the address channel
-carries JSON, which has no NaN. ``x`` and ``y`` are columns, so that moving them to
-packed float64 buffers when the channel carries binary values is a change to
-``_columns`` here and to ``columns`` in chart.js, nothing else.
+``clear()``. ``x`` and ``y`` are columns: packed little-endian float64 (binary values of
+the channel, ``_packed``) in the flusher's messages, JSON lists in the snapshots that
+must be JSON (the rendering's config, the answer to "bound"). A non-finite y is a gap in
+the line: NaN in a packed column, ``null`` in a list (JSON has no NaN).
 
 Must never: send one message per point, hold the widget lock while sending or calling
 the host, keep more than ``window`` points per series, or let a value that JSON cannot
@@ -31,8 +31,10 @@ carry reach ``comms.send``.
 
 from __future__ import annotations
 
+import array
 import math
 import numbers
+import sys
 import threading
 import time
 from collections import deque
@@ -201,10 +203,25 @@ class PointBuffer:
 
 
 def _columns(series: Series, xs: Iterable[float], ys: Iterable[float | None]) -> dict[str, Any]:
-    # JSON number lists today. With binary values on the channel, x and y become packed
-    # float64 buffers (array("d", ...).tobytes(), NaN for a gap): this is the one place.
+    # JSON number lists: what the saved output and a binding rendering get. The running
+    # loop's messages are packed (_packed).
     return {"name": series.name, "index": series.index, "count": series.count,
             "x": list(xs), "y": list(ys)}
+
+
+def _packed(message: dict[str, Any]) -> dict[str, Any]:
+    """A message with its columns as packed little-endian float64 (NaN for a gap): binary
+    values of the channel, 8 bytes a number, never parsed as JSON by the page."""
+    return {**message, "series": [
+        {**item, "x": _float64(item["x"]), "y": _float64(item["y"])} for item in message["series"]
+    ]}
+
+
+def _float64(values: list[float | None]) -> bytes:
+    packed = array.array("d", (math.nan if v is None else v for v in values))
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tobytes()
 
 
 class Chart(Widget):
@@ -489,7 +506,7 @@ class Chart(Widget):
                     message = None  # no page: the rendering carries the window
                 persist = now - self._rerendered_at >= PERSIST_EVERY_S
             if message is not None:
-                self._send(message)
+                self._send(_packed(message))
             self._schedule()
             if persist and not self.held_by_page():
                 self._rerendered_at = now

@@ -43,10 +43,20 @@
     return typeof x === "number" && Number.isFinite(x);
   }
 
-  // One message column as a plain array. With binary values on the channel these
-  // become Float64Array views of the comm's buffers (NaN for a gap): only here.
+  // One message column as a plain array: a JSON list (a snapshot: the saved output, the
+  // answer when a rendering binds), or packed little-endian float64 in a DataView (the
+  // running loop's messages, binary values of the channel), where NaN is a gap (null).
   function column(values) {
-    return Array.isArray(values) ? values : null;
+    if (Array.isArray(values)) return values;
+    if (typeof DataView !== "undefined" && values instanceof DataView && values.byteLength % 8 === 0) {
+      const out = new Array(values.byteLength / 8);
+      for (let i = 0; i < out.length; i++) {
+        const v = values.getFloat64(i * 8, true);
+        out[i] = Number.isNaN(v) ? null : v;
+      }
+      return out;
+    }
+    return null;
   }
 
   function emptyState() {
