@@ -6,6 +6,8 @@ execute_reply at the moment the other replies arrive; an interrupt then ends it 
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 from kernel_helpers import KernelConnection
 
@@ -108,3 +110,41 @@ def test_interrupt_with_no_cell_running_changes_nothing(kernel: KernelConnection
     after = kernel.run("print(calm + 1)")
     assert after.status == "ok"
     assert after.stdout == "2\n"
+
+
+def test_a_sigint_interrupts_the_cell_that_ran_when_it_arrived_only() -> None:
+    """The kernel's SIGINT handler, without a process: a signal that arrives while no cell
+    runs does not interrupt a cell whose request the kernel starts before it gets to the
+    signal (CI once saw the next cell fail with KeyboardInterrupt)."""
+    from wrapperkernel.kernel.kernel import Job, Kernel, sigint_handler
+    from wrapperkernel.workerlink import frames
+
+    class Worker:
+        interrupts = 0
+
+        def interrupt(self) -> None:
+            self.interrupts += 1
+
+    class Loop:  # the loop's callbacks, run when the test says
+        def __init__(self) -> None:
+            self.callbacks: list = []
+
+        def call_soon_threadsafe(self, callback, *args) -> None:
+            self.callbacks.append((callback, args))
+
+        def run_callbacks(self) -> None:
+            callbacks, self.callbacks = self.callbacks, []
+            for callback, args in callbacks:
+                callback(*args)
+
+    loop = Loop()
+    worker = Worker()
+    kernel = Kernel(transport=None, worker=worker)
+    on_sigint = sigint_handler(loop, kernel)  # type: ignore[arg-type]
+    on_sigint(signal.SIGINT, None)  # idle
+    kernel.current = Job(None, frames.ExecuteFrame(req="next", code="print(1)"))
+    loop.run_callbacks()  # the next cell started before the loop got to the signal
+    assert worker.interrupts == 0
+    on_sigint(signal.SIGINT, None)  # while the cell runs
+    loop.run_callbacks()
+    assert worker.interrupts == 1

@@ -237,7 +237,13 @@ class Kernel:
         return self.last_execute_header
 
     def interrupt(self) -> None:
-        if self.current is not None and isinstance(self.current.frame, frames.ExecuteFrame):
+        """Interrupt the running cell (an interrupt_request)."""
+        self.interrupt_job(self.current)
+
+    def interrupt_job(self, job: Job | None) -> None:
+        """Interrupt ``job`` if it is still the running cell: a signal is for the cell that
+        ran when it arrived, not for one whose request was read after it."""
+        if job is not None and job is self.current and isinstance(job.frame, frames.ExecuteFrame):
             self.worker.interrupt()
         else:
             log.info("interrupt with no running cell: nothing to do")
@@ -425,5 +431,17 @@ def _error_content(ename: str, evalue: str) -> dict[str, Any]:
 
 def install_interrupt_handler(loop: asyncio.AbstractEventLoop, kernel: Kernel) -> None:
     """interrupt_mode "signal": the server sends SIGINT to us; the cell runs in the worker."""
-    loop.add_signal_handler(signal.SIGINT, kernel.interrupt)
+    signal.signal(signal.SIGINT, sigint_handler(loop, kernel))
+
+
+def sigint_handler(loop: asyncio.AbstractEventLoop, kernel: Kernel) -> Any:
+    """The SIGINT handler. Python runs it in the loop's thread as the signal arrives,
+    between two bytecodes, so it sees the cell that runs at that moment; the interrupt
+    itself is a loop callback. (``loop.add_signal_handler`` would run the whole handler
+    as a callback, possibly after an execute_request sent after the signal was read and
+    started: a SIGINT sent while idle then interrupted the next cell.)"""
+    def on_sigint(signum: int, frame: Any) -> None:
+        loop.call_soon_threadsafe(kernel.interrupt_job, kernel.current)
+
+    return on_sigint
 
