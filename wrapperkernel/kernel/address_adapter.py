@@ -5,7 +5,9 @@ It translates: the address channel's Jupyter comm messages from the pages (route
 events (one event per frame, ``address.events``); core actions into IOPub messages,
 worker frames and event-loop timers. A page on the websocket transport is a comm of its
 own; a page on the widget transport is a page of the kernel's widget model
-(``widget_transport``), and the core sees both kinds the same way. It decides nothing: every protocol decision is the core's, batching and pacing included
+(``widget_transport``), and the core sees both kinds the same way. Binary values are
+taken out of payloads and put back here, at the edges (``wrapperkernel/buffers.py``).
+It decides nothing: every protocol decision is the core's, batching and pacing included
 (the core's ``Outbox``). Each entry point (a page message, a worker frame, a timer) is
 one turn of a loop of the kernel's; a timer callback has this module's one broad catch,
 since nobody else would see its exception.
@@ -70,11 +72,6 @@ class AddressAdapter:
         websocket, and the widget model's (shared by the pages on the widget transport)."""
         own = tuple(cid for cid in self.core.comm_ids if not self.widget.carries(cid))
         return own + ((self.widget.model_id,) if self.widget.model_id is not None else ())
-
-    @property
-    def page_count(self) -> int:
-        """The pages connected, on both transports."""
-        return len(self.core.comm_ids)
 
     # ------------------------------------------------------------------ events in
 
