@@ -25,8 +25,8 @@ must be JSON (the rendering's config, the answer to "bound"). A non-finite y is 
 the line: NaN in a packed column, ``null`` in a list (JSON has no NaN).
 
 Must never: send one message per point, hold the widget lock while sending or calling
-the host, keep more than ``window`` points per series, or let a value that JSON cannot
-carry reach ``comms.send``.
+the host, keep more than ``window`` points per series, or let a value the channel cannot
+carry (NaN in JSON, an object that is neither JSON nor bytes) reach ``comms.send``.
 """
 
 from __future__ import annotations
