@@ -153,7 +153,12 @@ def test_jupyterlab_with_the_widget_transport_forced(page: Page, widget_lab: Lab
         expect(slider).to_have_value("7", timeout=WAIT_MS)
         slider.fill("4")
         append_cell(page)
-        after = run_cell(page, "print('seen after reload', speed.value)\n"
+        # The move travels while the cell is typed; the cell waits for it (bounded), as a
+        # rendering that had not bound yet sends it when it binds.
+        after = run_cell(page, "import time\ndeadline = time.monotonic() + 10\n"
+                               "while speed.value != 4 and time.monotonic() < deadline:\n"
+                               "    time.sleep(0.05)\n"
+                               "print('seen after reload', speed.value)\n"
                                "seen_text.value = 'bye'")
         assert after.text == "seen after reload 4"
         expect(shown.locator(".wk-text input")).to_have_value("bye", timeout=WAIT_MS)
