@@ -225,6 +225,14 @@
   // Sends through the current page client: the kernel may have replaced the one this
   // rendering bound to (stale connection, server restart).
   function send(rendering, comm, address, value) {
+    if (!rendering.bound && comm !== null && address === rendering.config.address && unbound.has(rendering)) {
+      // The client is there and this rendering has not looked for it yet (it does every
+      // POLL_MS): bind now, which sends this value first.
+      rendering.entry.unsent = true;
+      unbound.delete(rendering);
+      bindToComm(rendering, comm);
+      return;
+    }
     if (!rendering.bound || comm === null) {
       if (address === rendering.config.address) rendering.entry.unsent = true;
       return;
