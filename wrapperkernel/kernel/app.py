@@ -141,7 +141,14 @@ async def serve(connection_file: str) -> int:
     page_transport = page_transport_from_environment(dict(os.environ))
     client = install_config(kernel_id, debug=debug, heartbeat_timeout_s=overrides.get(
         "heartbeat_timeout_s", HEARTBEAT_TIMEOUT_S), transport=page_transport)
-    supervisor.env = {**os.environ, WORKER_ENV: json.dumps(client)}
+    from wrapperkernel import cellfiles
+
+    cell_directory = cellfiles.directory_for(os.getpid())
+    supervisor.env = {**os.environ, WORKER_ENV: json.dumps(client),
+                      cellfiles.DIRECTORY_ENV: cell_directory,
+                      # pydevd would warn in the cell's output that Python's frozen
+                      # stdlib modules can miss breakpoints; they are not the user's code.
+                      "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
     await supervisor.start()
 
     # The rest of the kernel: request handlers, the comm router, the address channel.
@@ -164,6 +171,13 @@ async def serve(connection_file: str) -> int:
     )
     kernel.comm_router = CommRouter(address, KernelRelay(transport, supervisor,
                                                         kernel.current_parent))
+    from wrapperkernel.kernel.debugger import Debugger
+
+    kernel.debugger = Debugger(
+        supervisor.send,
+        lambda event, parent: transport.publish("debug_event", event, parent=parent),
+        cell_directory,
+    )
     for frame in early_frames:
         kernel.on_worker_frame(frame)
     early_frames.clear()

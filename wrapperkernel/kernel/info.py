@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import platform
 import sys
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from wrapperkernel import __version__
 
 PROTOCOL_VERSION = "5.5"
+DEBUGGER = importlib.util.find_spec("debugpy") is not None
 
 
 def kernel_info_content() -> dict[str, Any]:
@@ -37,7 +39,8 @@ def kernel_info_content() -> dict[str, Any]:
             {"text": "IPython Reference", "url": "https://ipython.readthedocs.io/en/stable/"},
             {"text": "wrapperkernel comms", "url": "https://pypi.org/project/wrapperkernel/"},
         ],
-        # JEP 92: list only what is really implemented. No debugger, no subshells.
-        "supported_features": [],
-        "debugger": False,
+        # JEP 92: list only what is really implemented. The debugger needs debugpy in
+        # the worker's Python (the kernel's own: the worker is started with it).
+        "supported_features": ["debugger"] if DEBUGGER else [],
+        "debugger": DEBUGGER,
     }

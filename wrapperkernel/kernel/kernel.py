@@ -3,12 +3,17 @@
 Requests that need the user's namespace (execute, complete, inspect, history) go through
 one queue to the worker, one at a time, in arrival order. Everything else is answered
 here at once, also while a cell runs: kernel_info, comm_info, is_complete, interrupt,
-shutdown. Each request gets exactly one reply, with ``busy`` / ``idle`` around it
-parented to it; a malformed or unknown request gets an error reply and one log line.
+shutdown. ``debug_request`` goes to the debugger (``kernel/debugger.py``), one after
+another in a line of their own, so that a slow one never holds up an interrupt. Each
+request gets exactly one reply, with ``busy`` / ``idle`` around it parented to it; a
+malformed or unknown request gets an error reply and one log line.
 
 JupyterLab shows the state of the last tracked status message as the notebook's busy
 indicator. A request answered while a cell runs publishes its own busy/idle, then
-``busy`` again on behalf of the running cell, so the indicator keeps saying busy.
+``busy`` again on behalf of the running cell, so the indicator keeps saying busy. Not
+after a ``debug_request``: Jupyter Server and JupyterLab do not track the status of
+those (``untracked_message_types``), and a frontend stepping through a stopped cell
+expects exactly one busy and one idle per request (ipykernel's test_debugger).
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ class Kernel:
         self.shutdown_event = asyncio.Event()
         self.restart_requested = False
         self.comm_router: Any = None  # routes comm traffic; set by the composition root
+        self.debugger: Any = None  # the visual debugger; set by the composition root
+        self._debug_line = asyncio.Lock()
+        self._debug_tasks: set[asyncio.Task[None]] = set()
         self.last_execute_header: dict[str, Any] = {}
         # The dispatch table: only these message types reach a handler.
         self.handlers = {
@@ -64,6 +72,7 @@ class Kernel:
             "comm_open": self.on_comm_open,
             "comm_msg": self.on_comm_msg,
             "comm_close": self.on_comm_close,
+            "debug_request": self.on_debug_request,
         }
         self._is_complete_checker: Any = None
         self._checker_ready = threading.Event()
@@ -115,6 +124,20 @@ class Kernel:
             self.waiting.append(job)
             self._start_next()
             return
+        if msg_type == "debug_request":
+            # In a line of its own: the control channel goes on with other requests.
+            task = asyncio.create_task(self._in_debug_line(request))
+            self._debug_tasks.add(task)
+            task.add_done_callback(self._debug_tasks.discard)
+            return
+        await self._handle(request)
+
+    async def _in_debug_line(self, request: Incoming) -> None:
+        async with self._debug_line:
+            await self._handle(request)
+
+    async def _handle(self, request: Incoming) -> None:
+        msg_type = request.msg_type
         handler = self.handlers.get(msg_type)
         quiet = self.comm_router is not None and self.comm_router.is_quiet(request)
         if not quiet:
@@ -148,7 +171,8 @@ class Kernel:
     def _status(self, state: str, request: Incoming) -> None:
         self.transport.publish("status", {"execution_state": state}, parent=request.header)
         running = self.current
-        if state == "idle" and running is not None and running.request is not request:
+        if (state == "idle" and running is not None and running.request is not request
+                and request.msg_type != "debug_request"):
             self.transport.publish("status", {"execution_state": "busy"},
                                    parent=running.request.header)
 
@@ -197,6 +221,13 @@ class Kernel:
         content: dict[str, Any] = {"status": status}
         if status == "incomplete":
             content["indent"] = " " * (indent or 0)
+        self._reply(request, content)
+
+    async def on_debug_request(self, request: Incoming) -> None:
+        query = m.parse(m.DebugRequest, request.content)
+        if self.debugger is None:
+            raise m.BadRequest("this kernel has no debugger")
+        content = await self.debugger.handle(query.model_dump(), request.header)
         self._reply(request, content)
 
     async def on_interrupt_request(self, request: Incoming) -> None:
@@ -352,6 +383,12 @@ class Kernel:
         kind = frame.type
         if kind == "ready":
             log.info("worker %s ready (IPython %s)", frame.pid, frame.ipython_version)
+            if self.debugger is not None:
+                self.debugger.on_worker_ready()
+            return
+        if kind in ("debugger_started", "debug_query_reply"):
+            if self.debugger is not None:
+                self.debugger.on_worker_frame(frame)
             return
         if kind.startswith("address_") or kind == "relay_comm":
             if self.comm_router is not None:
@@ -397,6 +434,8 @@ class Kernel:
         self.next_execution_count = 1
         if self.comm_router is not None:
             self.comm_router.on_worker_restarted()
+        if self.debugger is not None:
+            self.debugger.on_worker_exit()
         job = self.current
         if job is None or job.finished:
             return

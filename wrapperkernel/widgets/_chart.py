@@ -41,6 +41,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from wrapperkernel.threads import internal_thread
 from wrapperkernel.widgets._base import Widget
 from wrapperkernel.widgets._html import attrs, text
 
@@ -483,8 +484,7 @@ class Chart(Widget):
 
     def _start_flusher_locked(self) -> None:
         if self._flusher is None and not self._closed:
-            self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
-                                             name=f"chart-flusher-{self._id[:8]}")
+            self._flusher = internal_thread(self._flush_loop, f"chart-flusher-{self._id[:8]}")
             self._flusher.start()
 
     def _flush_loop(self) -> None:

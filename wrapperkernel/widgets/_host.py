@@ -30,6 +30,7 @@ import time
 from typing import Any, Protocol
 
 from wrapperkernel.comms_base import report_callback_error
+from wrapperkernel.threads import internal_thread
 
 RERENDER_DEBOUNCE_S = 0.5
 SHELL_ATTRIBUTE = "wrapperkernel_widgets"
@@ -94,9 +95,7 @@ class WidgetHost:
         with self._lock:
             self._due[widget] = time.monotonic() + self._debounce_s
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="widgets-rerender", daemon=True
-                )
+                self._thread = internal_thread(self._run, "widgets-rerender")
                 self._thread.start()
             self._lock.notify()
 

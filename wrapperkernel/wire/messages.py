@@ -72,6 +72,16 @@ class InputReply(_Content):
     value: str = ""
 
 
+class DebugRequest(_Content):
+    """A Debug Adapter Protocol request, as the content of a ``debug_request``
+    (messaging spec, "Debug request"): the kernel relays it to the debugger."""
+
+    type: Literal["request"]
+    seq: int
+    command: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
 class CommOpen(_Content):
     comm_id: str
     target_name: str

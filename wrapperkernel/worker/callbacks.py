@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from wrapperkernel.comms_base import report_callback_error
+from wrapperkernel.threads import internal_thread
 
 Callback = Callable[[str, Any], object]
 Job = Callable[[], None]
@@ -79,9 +80,7 @@ class CallbackDispatcher:
         with self._thread_lock:
             if self._thread is not None:
                 return
-            self._thread = threading.Thread(
-                target=self._dispatch_forever, name="comms-dispatcher", daemon=True
-            )
+            self._thread = internal_thread(self._dispatch_forever, "comms-dispatcher")
         self._thread.start()
 
     def deliver(self, address: str, value: Any, subscription_ids: tuple[int, ...]) -> None:

@@ -5,7 +5,9 @@ Threads and their jobs:
   user code runs here so that SIGINT becomes KeyboardInterrupt in it.
 - reader thread: reads frames from the kernel and routes them; it never runs user code.
 - output flusher and fd pumps (``output``); the address channel's callback dispatcher
-  (``callbacks``) and send flusher (``send_batcher``), both started on first use.
+  (``callbacks``) and send flusher (``send_batcher``), both started on first use; the
+  debugger's thread (``debugger``). All of them are hidden from the debugger
+  (``wrapperkernel/threads.py``): a breakpoint never pauses them.
 
 When the kernel goes away the worker exits at once: it has nobody left to work for.
 """
@@ -27,6 +29,7 @@ import threading
 import traceback
 from typing import Any
 
+from wrapperkernel.threads import internal_thread
 from wrapperkernel.worker.link import KernelGone, Link
 from wrapperkernel.worker.output import CapturedStream, FdCapture, OutputBuffer
 from wrapperkernel.workerlink import frames
@@ -123,8 +126,11 @@ class Worker:
 
         self.relay = WorkerRelay(self.link.send, self.address.dispatcher.submit)
         self.relay.install()
+        from wrapperkernel.worker.debugger import WorkerDebugger
 
-        threading.Thread(target=self._read, name="kernel-reader", daemon=True).start()
+        self.debugger = WorkerDebugger(self.link.send, self.shell, self.log)
+
+        internal_thread(self._read, "kernel-reader").start()
         self.link.send(frames.ReadyFrame(pid=os.getpid(), ipython_version=ipython_version))
         from wrapperkernel.worker.requests import RequestRunner
 
@@ -137,6 +143,8 @@ class Worker:
             barrier = self.barriers.pop(getattr(job, "req", ""), None)
             if barrier is not None and not barrier.wait(COMM_BARRIER_WAIT_S):
                 self.log("a comm callback is still running; the cell starts anyway")
+            if isinstance(job, frames.ExecuteFrame):
+                self.debugger.before_cell()
             runner.run(job)
             self._reclaim_sigint()
 
@@ -163,6 +171,9 @@ class Worker:
             self.address.on_frame(frame)
         elif isinstance(frame, frames.RelayCommFrame):
             self.relay.on_frame(frame)
+        elif isinstance(frame, (frames.DebuggerStartFrame, frames.DebuggerStopFrame,
+                                frames.DebugQueryFrame)):
+            self.debugger.on_frame(frame)
         elif isinstance(frame, frames.ShutdownFrame):
             self.context.flush_output()
             os._exit(0)

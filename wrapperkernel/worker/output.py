@@ -18,6 +18,7 @@ import select
 import threading
 from collections.abc import Callable
 
+from wrapperkernel.threads import internal_thread
 from wrapperkernel.workerlink.frames import StreamFrame
 
 FLUSH_BYTES = 64 * 1024
@@ -36,7 +37,7 @@ class OutputBuffer:
         self._parts: list[str] = []
         self._size = 0
         self.req = ""
-        self._flusher = threading.Thread(target=self._flush_soon, name="output-flusher", daemon=True)
+        self._flusher = internal_thread(self._flush_soon, "output-flusher")
         self._flusher.start()
 
     def write(self, name: str, text: str) -> None:
@@ -123,7 +124,7 @@ class FdCapture:
         self._read_end = read_end
         self._busy = threading.Lock()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        threading.Thread(target=self._pump, name=f"fd-{name}", daemon=True).start()
+        internal_thread(self._pump, f"fd-{name}").start()
 
     def _pump(self) -> None:
         while True:

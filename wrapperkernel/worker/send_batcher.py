@@ -35,6 +35,7 @@ from typing import Any, NamedTuple, Protocol
 
 from wrapperkernel.comms_base import CommsError
 from wrapperkernel.settings import whole_number_from_environment
+from wrapperkernel.threads import internal_thread
 from wrapperkernel.workerlink import frames
 from wrapperkernel.workerlink.framing import FrameDecoder, encode_body
 
@@ -104,7 +105,7 @@ SYSTEM_CLOCK = SystemClock()
 
 
 def start_flusher_thread(run: Callable[[], None]) -> None:
-    threading.Thread(target=run, name="comms-flusher", daemon=True).start()
+    internal_thread(run, "comms-flusher").start()
 
 
 class SendBatcher:

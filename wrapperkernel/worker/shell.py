@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from IPython.core.compilerop import CachingCompiler
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.history import HistoryManager
@@ -26,6 +27,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Any as AnyTrait
 from traitlets import Type
 
+from wrapperkernel import cellfiles
 from wrapperkernel.worker.output import OutputBuffer
 from wrapperkernel.workerlink import frames
 
@@ -33,6 +35,27 @@ from wrapperkernel.workerlink import frames
 # prompt, which then ends at the user's line the debugger stopped on.
 DEBUGGER_MODULES = frozenset({"bdb", "pdb", "cmd", "IPython.core.debugger",
                               "IPython.terminal.debugger"})
+# debugpy's pydevd: an interrupt while the visual debugger holds a thread at a
+# breakpoint is raised in pydevd's wait loop.
+PYDEVD_MODULE_PREFIXES = ("pydevd", "_pydevd_bundle", "_pydev_bundle", "debugpy")
+
+
+def in_debugger_code(frame: FrameType) -> bool:
+    name = frame.f_globals.get("__name__") or ""
+    return name in DEBUGGER_MODULES or name.startswith(PYDEVD_MODULE_PREFIXES)
+
+
+def without_debugger_frames(error: BaseException) -> BaseException:
+    """``error`` with a traceback that ends where a debugger took over: the debugger's
+    own frames say nothing to the user."""
+    kept = []
+    tb = error.__traceback__
+    while tb is not None and not in_debugger_code(tb.tb_frame):
+        kept.append(tb)
+        tb = tb.tb_next
+    if kept and tb is not None:
+        kept[-1].tb_next = None
+    return error.with_traceback(kept[0]) if kept else error
 
 
 class DebuggerInterrupted(BaseException):
@@ -46,18 +69,10 @@ class DebuggerInterrupted(BaseException):
     also ends the tracing: Python drops a trace function that raises.
     """
 
-    def as_keyboard_interrupt(self) -> KeyboardInterrupt:
+    def as_keyboard_interrupt(self) -> BaseException:
         """The interrupt, with a traceback that ends where the debugger stopped."""
-        interrupt = KeyboardInterrupt(str(self))
-        kept = []
-        tb = self.__traceback__
-        while tb is not None and tb.tb_frame.f_globals.get("__name__") not in DEBUGGER_MODULES:
-            kept.append(tb)
-            tb = tb.tb_next
-        if not kept:
-            return interrupt
-        kept[-1].tb_next = None  # the debugger's own frames say nothing to the user
-        return interrupt.with_traceback(kept[0])
+        interrupt = KeyboardInterrupt(str(self)).with_traceback(self.__traceback__)
+        return without_debugger_frames(interrupt)
 
 
 def debugger_on_stack(frame: FrameType | None) -> bool:
@@ -203,9 +218,23 @@ def _without_fsync(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA synchronous = OFF")
 
 
+class CellFileCompiler(CachingCompiler):
+    """Compiles each cell under the name of its cell file (``wrapperkernel/cellfiles.py``),
+    the path a frontend's debugger sets the cell's breakpoints on. Tracebacks still say
+    ``Cell In[n]``: IPython maps the name back to the cell's number. Every cell is named
+    so, not only while debugging, so that a function defined before the debugger was
+    switched on still stops at a breakpoint in its cell."""
+
+    directory = os.environ.get(cellfiles.DIRECTORY_ENV) or cellfiles.directory_for(os.getppid())
+
+    def get_code_name(self, raw_code: str, transformed_code: str, number: int) -> str:
+        return cellfiles.file_name(raw_code, self.directory)
+
+
 class WorkerShell(InteractiveShell):
     displayhook_class = Type(FrameDisplayHook)
     display_pub_class = Type(FrameDisplayPublisher)
+    compiler_class = Type(CellFileCompiler)
 
     def init_history(self) -> None:
         self.history_manager = WorkerHistory(shell=self, parent=self)
@@ -225,6 +254,10 @@ class WorkerShell(InteractiveShell):
         shown = sys.exc_info() if exc_tuple is None else exc_tuple
         if isinstance(shown[1], DebuggerInterrupted):
             interrupt = shown[1].as_keyboard_interrupt()
+            exc_tuple = (KeyboardInterrupt, interrupt, interrupt.__traceback__)
+        elif isinstance(shown[1], KeyboardInterrupt):
+            # Interrupted while the visual debugger held the cell at a breakpoint.
+            interrupt = without_debugger_frames(shown[1])
             exc_tuple = (KeyboardInterrupt, interrupt, interrupt.__traceback__)
         super().showtraceback(exc_tuple, *args, **kwargs)
 

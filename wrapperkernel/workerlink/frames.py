@@ -143,6 +143,34 @@ class ShutdownFrame(Frame):
     type: Literal["shutdown"] = "shutdown"
 
 
+class DebuggerStartFrame(Frame):
+    """Debug from now on: connect debugpy (the first time) to the kernel's listener on
+    127.0.0.1 at ``port``; pydevd proves itself with ``client_token`` (kernel/debugger.py)."""
+
+    type: Literal["debugger_start"] = "debugger_start"
+    port: int
+    client_token: str
+
+
+class DebuggerStopFrame(Frame):
+    """The frontend's debug session ended (DAP ``disconnect``): cells compile as usual again."""
+
+    type: Literal["debugger_stop"] = "debugger_stop"
+
+
+DebugQueryCommand = Literal["inspectVariables", "variables", "richInspectVariables", "modules"]
+
+
+class DebugQueryFrame(Frame):
+    """A debug request about the program's namespace while no thread is stopped (then
+    the debugger has no frame to ask): answered in the worker, also while a cell runs."""
+
+    type: Literal["debug_query"] = "debug_query"
+    req: str
+    command: DebugQueryCommand
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
 # --------------------------------------------------------------------- worker -> kernel
 
 
@@ -278,6 +306,21 @@ AddressRequestFrame = Union[AddressStartFrame, AddressSendFrame, AddressReadFram
                             AddressSyncFrame, AddressSendManyFrame]
 
 
+class DebuggerStartedFrame(Frame):
+    """The answer to ``DebuggerStartFrame``: ``error`` says why debugging cannot start."""
+
+    type: Literal["debugger_started"] = "debugger_started"
+    error: str | None = None
+
+
+class DebugQueryReplyFrame(Frame):
+    type: Literal["debug_query_reply"] = "debug_query_reply"
+    req: str
+    success: bool
+    body: dict[str, Any] = Field(default_factory=dict)
+    message: str = ""
+
+
 class AddressSubscriptionFrame(Frame):
     """The first subscriber of an address appeared (``subscribed``) or the last one left."""
 
@@ -298,6 +341,9 @@ KernelToWorker = Annotated[
         AddressReadRequestFrame,
         RelayCommFrame,
         ShutdownFrame,
+        DebuggerStartFrame,
+        DebuggerStopFrame,
+        DebugQueryFrame,
     ],
     Field(discriminator="type"),
 ]
@@ -320,6 +366,8 @@ WorkerToKernel = Annotated[
         AddressSendManyFrame,
         AddressSubscriptionFrame,
         RelayCommFrame,
+        DebuggerStartedFrame,
+        DebugQueryReplyFrame,
     ],
     Field(discriminator="type"),
 ]
