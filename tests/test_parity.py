@@ -112,6 +112,18 @@ def test_a_value_whose_repr_raises_makes_the_cell_an_error(kernel: KernelConnect
     assert "execute_result" not in result.output_types
 
 
+def test_a_display_hook_error_aborts_the_cells_queued_behind_it(kernel: KernelConnection) -> None:
+    assert kernel.run(FAILING_REPR).status == "ok"
+    # The sleep keeps the failing cell running until the next one is surely queued.
+    failing = kernel.execute("import time\ntime.sleep(0.5)\nFailingRepr()")
+    queued = kernel.execute("print('never printed')")
+
+    assert kernel.result(failing).status == "error"
+    aborted = kernel.result(queued)
+    assert aborted.status == "aborted"
+    assert aborted.stdout == ""
+
+
 def test_a_failing_html_repr_makes_the_cell_an_error_and_text_is_still_shown(
     kernel: KernelConnection,
 ) -> None:
