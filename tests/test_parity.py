@@ -163,6 +163,22 @@ def test_a_cell_after_a_display_hook_error_is_ok_again(kernel: KernelConnection)
     assert value["data"]["text/plain"] == "42"
 
 
+def test_a_repr_that_escapes_the_formatters_does_not_fail_the_next_cell(
+    kernel: KernelConnection,
+) -> None:
+    # KeyboardInterrupt is not caught by IPython's formatters: it leaves the display
+    # hook unfinished and fails that cell, and only that cell.
+    assert kernel.run(FAILING_REPR).status == "ok"
+    assert kernel.run("class EscapingRepr:\n    def __repr__(self):\n"
+                      "        raise KeyboardInterrupt\n").status == "ok"
+    assert kernel.run("EscapingRepr()").content["ename"] == "KeyboardInterrupt"
+
+    result = kernel.run("display(FailingRepr())")
+
+    assert result.status == "ok"
+    assert [e["ename"] for e in shown_errors(result)] == ["ZeroDivisionError"]
+
+
 # ---------------------------------------------------------------------- connect_request
 
 

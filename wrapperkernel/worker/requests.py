@@ -54,8 +54,8 @@ class RequestRunner:
         context.output.req = job.req
         context.allow_stdin = job.allow_stdin
         context.last_error = None
+        context.formatting_value = False  # a display hook that raised never finished
         context.display_hook_failed = False
-        shell.displayhook.formatting = False
         context.executing = True
         try:
             result = shell.run_cell(job.code, store_history=job.store_history, silent=job.silent)

@@ -90,9 +90,12 @@ class CellContext:
     executing: bool = False
     allow_stdin: bool = False
     last_error: tuple[str, str, list[str]] | None = None
+    # True while the display hook formats the cell's value: a traceback shown meanwhile
+    # comes from a formatter (IPython's catch_format_error shows it and returns).
+    formatting_value: bool = False
     # A formatter raised while the display hook showed the cell's value (``T()`` with a
-    # failing ``__repr__``): IPython shows the traceback and calls the cell a success,
-    # but the user saw an error, so the reply says error, as ipykernel's does.
+    # failing ``__repr__``): IPython calls the cell a success, but the user saw an
+    # error, so the reply says error, as ipykernel's does.
     display_hook_failed: bool = False
     drains: list[Callable[[], None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -142,12 +145,10 @@ class FrameDisplayHook(DisplayHook):
     """Turns a cell's last expression value into an ``execute_result`` frame."""
 
     context: CellContext | None = AnyTrait(None)  # type: ignore[assignment]
-    # True from start_displayhook to finish_displayhook: a traceback shown meanwhile
-    # comes from a formatter of the cell's value (IPython's catch_format_error).
-    formatting = False
 
     def start_displayhook(self) -> None:
-        self.formatting = True
+        assert self.context is not None
+        self.context.formatting_value = True
         self._data: dict[str, Any] = {}
         self._metadata: dict[str, Any] = {}
 
@@ -160,7 +161,7 @@ class FrameDisplayHook(DisplayHook):
 
     def finish_displayhook(self) -> None:
         assert self.context is not None
-        self.formatting = False
+        self.context.formatting_value = False
         if self._data:
             self.context.emit(
                 frames.ExecuteResultFrame(
@@ -254,6 +255,10 @@ class WorkerShell(InteractiveShell):
         ``pdb.Pdb``: with both replaced, every way into a debugger prompts ``ipdb>`` and
         shows the cell's source in colour, as in ipykernel. Its prompt reads through
         ``input()``, which the worker turns into an input_request.
+
+        Done at start (about 5 ms of imports) rather than when a cell first imports
+        ``pdb``: IPython's debugger subclasses ``pdb.Pdb``, so its module must have taken
+        the original class before ``pdb.Pdb`` is replaced, whichever is imported first.
         """
         import pdb
 
@@ -280,7 +285,7 @@ class WorkerShell(InteractiveShell):
         context = self.cell_context
         ename = getattr(etype, "__name__", str(etype))
         context.last_error = (ename, str(evalue), list(stb))
-        if self.displayhook.formatting:
+        if context.formatting_value:
             context.display_hook_failed = True
         context.emit(
             frames.ErrorFrame(req=context.req, ename=ename, evalue=str(evalue), traceback=list(stb))
