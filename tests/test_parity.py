@@ -313,6 +313,17 @@ def test_pdb_set_trace_is_ipythons_debugger(own_kernel: KernelConnection) -> Non
     assert own_kernel.result(session.cell).status == "ok"
 
 
+def test_pythonbreakpoint_still_chooses_what_breakpoint_does(kernel_env: object) -> None:
+    # breakpoint() reaches IPython's debugger through Python's own hook, which reads
+    # PYTHONBREAKPOINT at each call: 0 turns breakpoints off.
+    with running_kernel(env={"PYTHONBREAKPOINT": "0"}) as kernel:
+        result = kernel.run("breakpoint()\nprint('ran through')", allow_stdin=True)
+
+        assert result.status == "ok"
+        assert result.stdout == "ran through\n"
+        assert kernel.messages("stdin", result.reply["parent_header"]["msg_id"]) == []
+
+
 # ---------------------------------------------------------------------- sys.path
 
 
