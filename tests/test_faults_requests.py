@@ -288,8 +288,14 @@ def interrupt(kernel: KernelConnection, mode: str) -> None:
         assert reply["content"]["status"] == "ok"
 
 
-def wait_for_prompt(kernel: KernelConnection, cell: str) -> None:
-    kernel.wait_for("stdin", cell, lambda msgs: len(msgs) > 0, what="input_request")
+# The prompts that are a debugger's: IPython's, whichever way the cell entered it.
+DEBUGGER_PROMPTS = {"pdb-set-trace", "breakpoint", "post-mortem-debug"}
+
+
+def wait_for_prompt(kernel: KernelConnection, cell: str) -> str:
+    """Wait for the cell's first input_request; returns its prompt."""
+    asked = kernel.wait_for("stdin", cell, lambda msgs: len(msgs) > 0, what="input_request")
+    return asked[0]["content"]["prompt"]
 
 
 @pytest.mark.parametrize("mode", ["signal", "message"])
@@ -301,7 +307,9 @@ def test_interrupt_at_a_prompt_ends_the_cell_and_keeps_the_namespace(
     if prompt == "post-mortem-debug":
         assert own_kernel.run("1 / 0").content["ename"] == "ZeroDivisionError"
     cell = own_kernel.execute(PROMPTS[prompt], allow_stdin=True)
-    wait_for_prompt(own_kernel, cell)
+    asked = wait_for_prompt(own_kernel, cell)
+    if prompt in DEBUGGER_PROMPTS:
+        assert asked == "ipdb> "
 
     interrupt(own_kernel, mode)
 
@@ -334,6 +342,28 @@ def test_interrupt_after_continuing_from_pdb_still_ends_later_cells(
     result = own_kernel.result(sleeper)
     assert result.content["ename"] == "KeyboardInterrupt"
     assert own_kernel.messages("stdin", sleeper) == []
+
+
+def test_interrupt_at_ipdbs_prompt_ends_the_cell_and_the_next_breakpoint_prompts_again(
+    own_kernel: KernelConnection,
+) -> None:
+    cell = own_kernel.execute("def stop_here():\n    breakpoint()\n    return 1\nstop_here()",
+                              allow_stdin=True)
+    assert wait_for_prompt(own_kernel, cell) == "ipdb> "
+
+    interrupt(own_kernel, "message")
+
+    result = own_kernel.result(cell)
+    assert result.content["ename"] == "KeyboardInterrupt"
+    normal = own_kernel.run("print('an ordinary cell')", allow_stdin=True)
+    assert normal.status == "ok"
+    assert normal.stdout == "an ordinary cell\n"
+    assert own_kernel.messages("stdin", normal.reply["parent_header"]["msg_id"]) == []
+    again = own_kernel.execute("breakpoint()\nafter = 'continued'", allow_stdin=True)
+    assert wait_for_prompt(own_kernel, again) == "ipdb> "
+    own_kernel.kc.input("c")
+    assert own_kernel.result(again).status == "ok"
+    assert own_kernel.run("print(after)").stdout == "continued\n"
 
 
 # ---------------------------------------------------------------------- transport loops

@@ -65,6 +65,7 @@ class Kernel:
         # The dispatch table: only these message types reach a handler.
         self.handlers = {
             "kernel_info_request": self.on_kernel_info_request,
+            "connect_request": self.on_connect_request,
             "comm_info_request": self.on_comm_info_request,
             "is_complete_request": self.on_is_complete_request,
             "interrupt_request": self.on_interrupt_request,
@@ -205,6 +206,11 @@ class Kernel:
 
     async def on_kernel_info_request(self, request: Incoming) -> None:
         self._reply(request, kernel_info_content())
+
+    async def on_connect_request(self, request: Incoming) -> None:
+        # Deprecated in the messaging spec ("Connect") but still in it: the ports this
+        # kernel listens on, as its connection file gave them.
+        self._reply(request, {"status": "ok", **self.transport.info.ports()})
 
     async def on_comm_info_request(self, request: Incoming) -> None:
         query = m.parse(m.CommInfoRequest, request.content)

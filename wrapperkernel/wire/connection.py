@@ -60,6 +60,10 @@ class ConnectionInfo:
             raise ConnectionFileError(f"{source}: transport must be 'tcp' or 'ipc'")
         return cls(**fields)
 
+    def ports(self) -> dict[str, int]:
+        """The five ports by their connection-file names (``shell_port`` ...)."""
+        return {name: getattr(self, name) for name in PORT_FIELDS}
+
     def address(self, port: int) -> str:
         if self.transport == "tcp":
             return f"tcp://{self.ip}:{port}"

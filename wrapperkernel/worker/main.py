@@ -57,6 +57,26 @@ def main(argv: list[str] | None = None) -> None:
     Worker(socket.socket(fileno=args.fd)).run()
 
 
+def _import_from_working_directory() -> None:
+    """Make ``import mod`` find ``mod.py`` in the current directory, also after
+    ``os.chdir``, as IPython and ipykernel do.
+
+    ``python -m`` put the absolute folder the worker started in first on ``sys.path``;
+    that folder is replaced by ``''`` (the current directory, looked up at each import),
+    placed before site-packages like IPython's ``init_path``: after the standard library,
+    so that a notebook's ``random.py`` does not shadow it. ``python -P`` /
+    ``PYTHONSAFEPATH`` asked for no such entry, and gets none.
+    """
+    started_in = os.getcwd()
+    if sys.path and sys.path[0] and os.path.realpath(sys.path[0]) == os.path.realpath(started_in):
+        del sys.path[0]
+    if "" in sys.path or getattr(sys.flags, "safe_path", False):  # the flag is new in 3.11
+        return
+    position = next((index for index, entry in enumerate(sys.path)
+                     if os.path.basename(entry) in ("site-packages", "dist-packages")), 0)
+    sys.path.insert(position, "")
+
+
 def _die_with_parent() -> None:
     """Ask Linux to kill us if the kernel dies without closing the link."""
     try:
@@ -95,6 +115,7 @@ class Worker:
 
     def run(self) -> None:
         _die_with_parent()
+        _import_from_working_directory()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.output = OutputBuffer(self.link.send)
         sys.stdout.flush()

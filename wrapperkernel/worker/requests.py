@@ -54,6 +54,8 @@ class RequestRunner:
         context.output.req = job.req
         context.allow_stdin = job.allow_stdin
         context.last_error = None
+        context.formatting_value = False  # a display hook that raised never finished
+        context.display_hook_failed = False
         context.executing = True
         try:
             result = shell.run_cell(job.code, store_history=job.store_history, silent=job.silent)
@@ -72,7 +74,7 @@ class RequestRunner:
         context.flush_output()
         # As ipykernel does: the number of the last recorded cell (this one, if recorded).
         count = shell.execution_count - 1
-        if result is not None and result.success:
+        if result is not None and result.success and not context.display_hook_failed:
             reply = frames.ExecuteReplyFrame(
                 req=job.req,
                 status="ok",

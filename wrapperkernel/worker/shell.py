@@ -2,9 +2,11 @@
 
 The shell keeps IPython's behaviour (magics, ``!shell``, display, rich reprs,
 tracebacks, completion, inspection, history); this module only replaces where output
-goes: display publisher, display hook, traceback display, pager and exit requests. It
-also shows an interrupt at a debugger's prompt (``DebuggerInterrupted``) as the
-``KeyboardInterrupt`` it is.
+goes: display publisher, display hook, traceback display, pager, and the requests a cell
+makes to the frontend (the ``set_next_input`` and ``ask_exit`` payloads of the execute
+reply). It makes ``pdb.set_trace()``, ``breakpoint()`` and ``pdb.Pdb`` IPython's debugger,
+as ``%debug`` already is, and shows an interrupt at a debugger's prompt
+(``DebuggerInterrupted``) as the ``KeyboardInterrupt`` it is.
 It must never talk to sockets directly: frames leave through ``CellContext.send``.
 """
 
@@ -19,13 +21,14 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from IPython.core.autocall import ExitAutocall
 from IPython.core.compilerop import CachingCompiler
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.history import HistoryManager
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Any as AnyTrait
-from traitlets import Type
+from traitlets import Type, default
 
 from wrapperkernel import cellfiles
 from wrapperkernel.worker.output import OutputBuffer
@@ -102,6 +105,13 @@ class CellContext:
     executing: bool = False
     allow_stdin: bool = False
     last_error: tuple[str, str, list[str]] | None = None
+    # True while the display hook formats the cell's value: a traceback shown meanwhile
+    # comes from a formatter (IPython's catch_format_error shows it and returns).
+    formatting_value: bool = False
+    # A formatter raised while the display hook showed the cell's value (``T()`` with a
+    # failing ``__repr__``): IPython calls the cell a success, but the user saw an
+    # error, so the reply says error, as ipykernel's does.
+    display_hook_failed: bool = False
     drains: list[Callable[[], None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -152,6 +162,8 @@ class FrameDisplayHook(DisplayHook):
     context: CellContext | None = AnyTrait(None)  # type: ignore[assignment]
 
     def start_displayhook(self) -> None:
+        assert self.context is not None
+        self.context.formatting_value = True
         self._data: dict[str, Any] = {}
         self._metadata: dict[str, Any] = {}
 
@@ -164,6 +176,7 @@ class FrameDisplayHook(DisplayHook):
 
     def finish_displayhook(self) -> None:
         assert self.context is not None
+        self.context.formatting_value = False
         if self._data:
             self.context.emit(
                 frames.ExecuteResultFrame(
@@ -231,10 +244,22 @@ class CellFileCompiler(CachingCompiler):
         return cellfiles.file_name(raw_code, self.directory)
 
 
+class FrontendExit(ExitAutocall):
+    """``exit`` and ``quit`` in a cell: the frontend is asked to close, with
+    ``keep_kernel=True`` asking it to leave the kernel running (as in ipykernel)."""
+
+    def __call__(self, keep_kernel: bool = False) -> None:  # type: ignore[override]
+        self._ip.ask_exit(keep_kernel=keep_kernel)
+
+
 class WorkerShell(InteractiveShell):
     displayhook_class = Type(FrameDisplayHook)
     display_pub_class = Type(FrameDisplayPublisher)
     compiler_class = Type(CellFileCompiler)
+
+    @default("exiter")
+    def _exiter_default(self) -> ExitAutocall:
+        return FrontendExit(self)
 
     def init_history(self) -> None:
         self.history_manager = WorkerHistory(shell=self, parent=self)
@@ -249,6 +274,34 @@ class WorkerShell(InteractiveShell):
 
         # zip? and %page go to the client as a payload, the way notebook frontends expect.
         self.set_hook("show_in_pager", page.as_hook(payloadpage.page), 99)
+        self.init_debugger()
+
+    def init_debugger(self) -> None:
+        """Make ``pdb`` start IPython's debugger, the one ``%debug`` uses.
+
+        ``breakpoint()`` calls ``pdb.set_trace`` through ``sys.breakpointhook`` (unless
+        ``PYTHONBREAKPOINT`` names another hook), and ``pdb.post_mortem`` builds a
+        ``pdb.Pdb``: with both replaced, every way into a debugger prompts ``ipdb>`` and
+        shows the cell's source in colour, as in ipykernel. Its prompt reads through
+        ``input()``, which the worker turns into an input_request.
+
+        Done at start (about 5 ms of imports) rather than when a cell first imports
+        ``pdb``: IPython's debugger subclasses ``pdb.Pdb``, so its module must have taken
+        the original class before ``pdb.Pdb`` is replaced, whichever is imported first.
+        """
+        import pdb
+
+        debugger_cls = self.debugger_cls
+        pdb.Pdb = debugger_cls  # type: ignore[misc]
+
+        def set_trace(frame: FrameType | None = None, *, header: str | None = None) -> None:
+            """Stop in IPython's debugger at ``frame`` (by default: the caller's line)."""
+            session = debugger_cls()
+            if header is not None:
+                session.message(header)
+            session.set_trace(frame if frame is not None else sys._getframe().f_back)
+
+        pdb.set_trace = set_trace
 
     def showtraceback(self, exc_tuple: Any = None, *args: Any, **kwargs: Any) -> None:
         shown = sys.exc_info() if exc_tuple is None else exc_tuple
@@ -265,13 +318,24 @@ class WorkerShell(InteractiveShell):
         context = self.cell_context
         ename = getattr(etype, "__name__", str(etype))
         context.last_error = (ename, str(evalue), list(stb))
+        if context.formatting_value:
+            context.display_hook_failed = True
         context.emit(
             frames.ErrorFrame(req=context.req, ename=ename, evalue=str(evalue), traceback=list(stb))
         )
 
-    def ask_exit(self) -> None:
-        # exit()/quit() in a notebook: ask the frontend, as the spec's ask_exit payload says.
-        self.payload_manager.write_payload({"source": "ask_exit", "keepkernel": False})
+    def ask_exit(self, keep_kernel: bool = False) -> None:
+        # exit()/quit() in a notebook: ask the frontend, as the spec's ask_exit payload
+        # says. The worker and its namespace stay: closing is the frontend's decision
+        # (jupyter console shuts the kernel down unless keepkernel is true).
+        self.payload_manager.write_payload({"source": "ask_exit", "keepkernel": keep_kernel})
+
+    def set_next_input(self, s: str, replace: bool = False) -> None:
+        # %load, %recall and get_ipython().set_next_input put text into the next cell
+        # (the spec's set_next_input payload); calls in one cell leave one payload, the
+        # last (PayloadManager.write_payload keeps one per source).
+        self.payload_manager.write_payload({"source": "set_next_input", "text": s,
+                                            "replace": replace})
 
     def enable_gui(self, gui: str | None = None) -> None:
         if gui not in (None, "inline"):
