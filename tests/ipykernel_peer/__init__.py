@@ -1,0 +1,1 @@
+"""ipykernel's own tests run against wrapperkernel: the runner (run.py) and its selection."""
