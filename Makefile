@@ -67,19 +67,12 @@ run: kernelspec
 	fi; \
 	exec $(VENV)/bin/jupyter lab $$flags examples/demo.ipynb
 
-# ipykernel's own tests (its test_debugger.py and test_message_spec.py must pass,
-# test_subshells.py is reported) against wrapperkernel: docs/ipykernel-tests.md.
-# PEER_TESTS = 1 makes `make test` run them after its suites; `make test PEER_TESTS=1`
-# does for one run. 0 until the debugger, set_next_input, connect_request and subshells
-# have landed. (Set before `test`: make reads the ifeq there as it reads the file.)
-PEER_TESTS ?= 0
-
+# ipykernel's own tests against wrapperkernel (its test_debugger.py and
+# test_message_spec.py must pass, test_subshells.py is reported): docs/ipykernel-tests.md.
 test: kernelspec chromium collab-venv
 	node --test js/test/
 	$(PY) -m pytest -ra
-ifeq ($(PEER_TESTS),1)
 	$(MAKE) peer-test
-endif
 
 peer-test: setup
 	$(PY) tests/ipykernel_peer/run.py --kernel wrapperkernel
