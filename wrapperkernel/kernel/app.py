@@ -177,6 +177,7 @@ async def serve(connection_file: str) -> int:
         supervisor.send,
         lambda event, parent: transport.publish("debug_event", event, parent=parent),
         cell_directory,
+        on_settled=kernel.start_next,
     )
     for frame in early_frames:
         kernel.on_worker_frame(frame)

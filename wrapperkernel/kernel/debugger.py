@@ -144,15 +144,18 @@ class PydevdConnection:
 class Debugger:
     def __init__(self, send_to_worker: Callable[[frames.Frame], None],
                  publish: Callable[[dict[str, Any], dict[str, Any]], None],
-                 cell_directory: str) -> None:
+                 cell_directory: str, on_settled: Callable[[], None] = lambda: None) -> None:
         self._send_to_worker = send_to_worker
         self._publish = publish
+        # Called when cells may run again after a new worker got the session back.
+        self._on_settled = on_settled
         self.cell_directory = cell_directory
         self.started = False  # the frontend initialized a session and has not disconnected
         self._connection: PydevdConnection | None = None
         self._worker_debugging = False  # this worker was told to debug (and said yes)
         self._starting: asyncio.Task[None] | None = None
         self._restoring: asyncio.Task[None] | None = None
+        self._waiting_for_worker: asyncio.TimerHandle | None = None
         self._worker_answer: asyncio.Future[frames.DebuggerStartedFrame] | None = None
         self._queries: dict[str, asyncio.Future[frames.DebugQueryReplyFrame]] = {}
         self._initialize_arguments: dict[str, Any] = {}
@@ -233,7 +236,25 @@ class Debugger:
             # or never for a notebook it only inspects: it is sent here, and the
             # frontend's own is answered locally.
             await connection.request("configurationDone")
+            await self._worker_started()
         return {**response, "request_seq": request["seq"]}
+
+    async def _worker_started(self) -> None:
+        """Wait for the worker's word that debugpy.connect returned (it does after
+        configurationDone): from then on each cell it starts is traced."""
+        answer = self._worker_answer
+        if answer is None:
+            return
+        try:
+            started = await asyncio.wait_for(asyncio.shield(answer), START_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise DebuggerUnavailable(
+                f"the worker's debugger did not start within {START_TIMEOUT_S:g} s") from None
+        finally:
+            if answer.done():
+                self._worker_answer = None
+        if started.error is not None:
+            raise DebuggerUnavailable(started.error)
 
     async def _disconnect(self, request: dict[str, Any]) -> dict[str, Any]:
         response = _response(request)
@@ -485,6 +506,11 @@ class Debugger:
 
     def on_worker_exit(self) -> None:
         self._worker_debugging = False
+        if self.started and self._waiting_for_worker is None:
+            # Cells wait from now on: the next one may reach the next worker before it
+            # has the breakpoints. Bounded, should no worker come.
+            self._waiting_for_worker = asyncio.get_running_loop().call_later(
+                START_TIMEOUT_S, self._give_up_waiting)
         for future in self._queries.values():
             if not future.done():
                 future.set_exception(DebuggerUnavailable("the worker exited"))
@@ -493,10 +519,24 @@ class Debugger:
         if self._connection is not None:
             self._connection.close()
 
+    @property
+    def holds_cells(self) -> bool:
+        """A new worker is getting the session back: a cell run now would miss its
+        breakpoints, so the kernel's queue waits (``on_settled`` ends the wait)."""
+        return self._waiting_for_worker is not None or self._restoring is not None
+
     def on_worker_ready(self) -> None:
         """A new worker: give it the session the frontend had with the previous one."""
+        if self._waiting_for_worker is not None:
+            self._waiting_for_worker.cancel()
+            self._waiting_for_worker = None
         if self.started and self._restoring is None:
             self._restoring = asyncio.create_task(self._restore())
+
+    def _give_up_waiting(self) -> None:
+        log.error("no new worker within %g s: cells run without the debug session", START_TIMEOUT_S)
+        self._waiting_for_worker = None
+        self._on_settled()
 
     async def _restore(self) -> None:
         try:
@@ -506,6 +546,7 @@ class Debugger:
             if self._attach_arguments is not None:
                 await connection.request("attach", self._attach_arguments)
                 await connection.request("configurationDone")
+                await self._worker_started()
             for arguments in self._breakpoint_requests.values():
                 await connection.request("setBreakpoints", arguments)
             if self._exception_breakpoints is not None:
@@ -516,6 +557,7 @@ class Debugger:
             log.error("the debug session could not be restored in the new worker: %s", error)
         finally:
             self._restoring = None
+            self._on_settled()
 
     # ------------------------------------------------------------------ events
 

@@ -318,13 +318,19 @@ class Kernel:
         q4 = m.parse(m.HistoryRequest, content)
         return frames.HistoryFrame(req=req, **q4.model_dump(include=set(frames.HistoryFrame.model_fields) - {"type", "req"}))
 
+    def start_next(self) -> None:
+        """Let the queue move on (the debugger calls it once a new worker is ready)."""
+        self._start_next()
+
     def _start_next(self) -> None:
-        """Hand the oldest waiting request to the worker, unless one is running.
+        """Hand the oldest waiting request to the worker, unless one is running (or a
+        new worker is still getting the debug session back).
 
         Called straight from the message or frame that makes it possible, so a request
         reaches the worker without waiting for another turn of the event loop.
         """
-        if self.current is None and self.waiting:
+        if self.current is None and self.waiting and not (
+                self.debugger is not None and self.debugger.holds_cells):
             self._start(self.waiting.popleft())
 
     def _start(self, job: Job) -> None:

@@ -7,8 +7,9 @@ It owns three things:
   the debugger can be switched on while a cell runs;
 - the debug mode of cells: while a session is on, IPython keeps a cell's leading empty
   lines (its line numbers then match the cell file the frontend sets breakpoints in),
-  and each cell makes sure its thread is traced (an interrupt at a breakpoint raises
-  through pydevd's trace function, and Python then drops it for that thread);
+  and each cell makes sure its thread is traced (a KeyboardInterrupt raised through
+  pydevd's trace function makes Python drop it for that thread); both are done on the
+  main thread between cells (``before_cell``);
 - answers about the namespace while no thread is stopped (then pydevd has no frame to
   ask): the variables view, a variable's rich display, the loaded modules. They are
   answered on this module's own thread, also while a cell runs.
@@ -62,11 +63,46 @@ class WorkerDebugger:
     # ------------------------------------------------------------------ from the main thread
 
     def before_cell(self) -> None:
-        """Trace this cell's thread again if an interrupt made Python drop pydevd's tracer."""
-        if self.active and sys.gettrace() is None:
-            import debugpy
+        """Between two cells, on the main thread: bring the cells' compilation in line
+        with the debug mode, and trace this thread again if an interrupt made Python
+        drop pydevd's tracer. Never raises: a cell must not fail for the debugger."""
+        try:
+            self._apply_debug_mode()
+            if self.active and self._connected and sys.gettrace() is None:
+                import debugpy
 
-            debugpy.trace_this_thread(True)
+                debugpy.trace_this_thread(True)
+        except Exception:  # noqa: BLE001 - the cell runs anyway, without the debugger's help
+            self._log("preparing a cell for the debugger failed:\n" + traceback.format_exc())
+
+    def _apply_debug_mode(self) -> None:
+        # Changed here, on the main thread: IPython reads the list while it compiles a cell.
+        from IPython.core.inputtransformer2 import leading_empty_lines
+
+        cleanup = self._shell.input_transformer_manager.cleanup_transforms
+        if self.active and not self._removed_transforms:
+            self._removed_transforms = [(i, t) for i, t in enumerate(cleanup)
+                                        if t is leading_empty_lines]
+            for index, _ in reversed(self._removed_transforms):
+                del cleanup[index]
+        elif not self.active and self._removed_transforms:
+            for index, transform in self._removed_transforms:
+                cleanup.insert(index, transform)
+            self._removed_transforms = []
+
+    def release_for_interrupt(self, stack: types.FrameType | None) -> None:
+        """Called by the SIGINT handler, in the thread pydevd may hold at a breakpoint.
+
+        The KeyboardInterrupt about to be raised there ends the cell, but pydevd would
+        still count its threads as suspended and hold the next cell at its first line
+        (without a stopped event: the frontend would wait for ever). They are resumed
+        first, as a frontend's ``continue`` would, and pydevd says so (``continued``).
+        """
+        if not self._connected or not _pydevd_waits_in(stack):
+            return
+        from _pydevd_bundle.pydevd_thread_lifecycle import resume_threads
+
+        resume_threads("*")
 
     # ------------------------------------------------------------------ the debugger thread
 
@@ -117,21 +153,9 @@ class WorkerDebugger:
             saver.is_pydev_daemon_thread = True
 
     def _enter_debug_mode(self) -> None:
-        if self.active:
-            return
-        from IPython.core.inputtransformer2 import leading_empty_lines
-
-        cleanup = self._shell.input_transformer_manager.cleanup_transforms
-        self._removed_transforms = [(i, t) for i, t in enumerate(cleanup) if t is leading_empty_lines]
-        for index, _ in reversed(self._removed_transforms):
-            del cleanup[index]
-        self.active = True
+        self.active = True  # takes effect before the next cell (before_cell)
 
     def _leave_debug_mode(self) -> None:
-        cleanup = self._shell.input_transformer_manager.cleanup_transforms
-        for index, transform in self._removed_transforms:
-            cleanup.insert(index, transform)
-        self._removed_transforms = []
         self.active = False
 
     # ------------------------------------------------------------------ the namespace view
@@ -200,6 +224,15 @@ class WorkerDebugger:
         if isinstance(start, int) and isinstance(count, int) and count > 0:
             modules = modules[start:start + count]
         return True, {"modules": modules, "totalModules": len(loaded)}, ""
+
+
+def _pydevd_waits_in(frame: types.FrameType | None) -> bool:
+    """Whether pydevd's wait loop of a suspended thread is on this stack."""
+    while frame is not None:
+        if frame.f_code.co_name == "_do_wait_suspend" and frame.f_globals.get("__name__") == "pydevd":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _has_children(value: Any) -> bool:

@@ -221,6 +221,7 @@ class Worker:
             # A debugger would catch a KeyboardInterrupt at its prompt and prompt again.
             raise DebuggerInterrupted("interrupted at the debugger's prompt; the debugger "
                                       "has stopped")
+        self.debugger.release_for_interrupt(stack)  # a cell stopped at a breakpoint
         raise KeyboardInterrupt
 
     def _reclaim_sigint(self) -> None:
