@@ -287,6 +287,14 @@ def test_cells_are_compiled_as_their_cell_files_and_tracebacks_still_name_the_ce
     assert printed not in plain(failed.content["traceback"])
 
 
+def test_the_cell_files_go_with_the_kernel(kernel_env: Path) -> None:
+    with running_kernel() as conn:
+        debugger = Dap(conn)
+        path = Path(debugger.ok("dumpCell", {"code": "x = 1\n"})["body"]["sourcePath"])
+        assert path.read_text() == "x = 1\n"
+    assert not path.parent.exists()  # a clean shutdown leaves nothing in $TMPDIR
+
+
 # ---------------------------------------------------------------- the debugger's port
 
 

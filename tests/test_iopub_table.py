@@ -69,7 +69,7 @@ HANDLED_BY_THE_KERNEL = {
     frames.ReadyFrame, frames.InputRequestFrame, frames.ExecuteReplyFrame, frames.ReplyFrame,
     frames.AddressStartFrame, frames.AddressSendFrame, frames.AddressReadFrame,
     frames.AddressSyncFrame, frames.AddressSendManyFrame, frames.AddressSubscriptionFrame,
-    frames.RelayCommFrame,
+    frames.RelayCommFrame, frames.DebuggerStartedFrame, frames.DebugQueryReplyFrame,
 }
 
 
@@ -116,6 +116,8 @@ def test_every_worker_frame_is_published_or_handled_by_the_kernel() -> None:
     frames.ReplyFrame(req=REQ, content={"status": "ok"}),
     frames.AddressSyncFrame(request_id="r1"),
     frames.RelayCommFrame(msg_type="comm_msg", comm_id="c1"),
+    frames.DebuggerStartedFrame(),
+    frames.DebugQueryReplyFrame(req=REQ, success=True),
 ], ids=lambda frame: frame.type)
 def test_frames_that_start_answer_or_route_are_not_publications(frame: frames.Frame) -> None:
     assert iopub.publication(frame) is None

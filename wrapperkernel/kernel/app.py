@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import sys
 import uuid
 
@@ -189,6 +190,8 @@ async def serve(connection_file: str) -> int:
     loop.call_later(PRELOAD_DELAY_S, lambda: loop.run_in_executor(None, kernel.preload_checker))
     await kernel.shutdown_event.wait()
     await supervisor.stop()
+    # The cell files the debugger dumped are this kernel's alone (cellfiles.py).
+    shutil.rmtree(cell_directory, ignore_errors=True)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
