@@ -54,11 +54,18 @@ def _parent_id(msg: dict[str, Any]) -> str:
 
 def wait_shell_reply(client: BlockingKernelClient, msg_id: str, deadline: float,
                      what: str) -> dict[str, Any]:
+    return wait_reply(client, msg_id, deadline, what)
+
+
+def wait_reply(client: BlockingKernelClient, msg_id: str, deadline: float, what: str,
+               channel: str = "shell") -> dict[str, Any]:
+    """The reply parented to ``msg_id`` on ``channel`` ("shell" or "control"); others are skipped."""
+    socket_channel = getattr(client, f"{channel}_channel")
     while True:
         try:
-            msg = client.shell_channel.get_msg(timeout=_remaining(deadline))
+            msg = socket_channel.get_msg(timeout=_remaining(deadline))
         except Empty:
-            raise BenchFailure(f"no shell reply to {what} (msg_id {msg_id}) in time") from None
+            raise BenchFailure(f"no {channel} reply to {what} (msg_id {msg_id}) in time") from None
         if _parent_id(msg) == msg_id:
             return msg
 
