@@ -68,10 +68,13 @@ class WorkerDebugger:
         drop pydevd's tracer. Never raises: a cell must not fail for the debugger."""
         try:
             self._apply_debug_mode()
-            if self.active and self._connected and sys.gettrace() is None:
+            if self.active and sys.gettrace() is None and "debugpy" in sys.modules:
                 import debugpy
 
-                debugpy.trace_this_thread(True)
+                # Connected is enough: debugpy.connect itself returns only later, once
+                # the frontend has configured the session.
+                if debugpy.is_client_connected():
+                    debugpy.trace_this_thread(True)
         except Exception:  # noqa: BLE001 - the cell runs anyway, without the debugger's help
             self._log("preparing a cell for the debugger failed:\n" + traceback.format_exc())
 
@@ -98,7 +101,7 @@ class WorkerDebugger:
         (without a stopped event: the frontend would wait for ever). They are resumed
         first, as a frontend's ``continue`` would, and pydevd says so (``continued``).
         """
-        if not self._connected or not _pydevd_waits_in(stack):
+        if not _pydevd_waits_in(stack):
             return
         from _pydevd_bundle.pydevd_thread_lifecycle import resume_threads
 
@@ -128,6 +131,7 @@ class WorkerDebugger:
         # configured the session, and a cell may run as soon as it has.
         self._enter_debug_mode()
         if not self._connected:
+            self._hide_ipython_threads()  # before pydevd starts tracing threads
             try:
                 import debugpy
 
@@ -141,7 +145,6 @@ class WorkerDebugger:
                     error=f"debugpy could not start in the worker: {type(error).__name__}: {error}"))
                 return
             self._connected = True
-            self._hide_ipython_threads()
         self._send(frames.DebuggerStartedFrame())
 
     def _hide_ipython_threads(self) -> None:
