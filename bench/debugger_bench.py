@@ -635,12 +635,18 @@ def explain(run: Run) -> list[str]:
             "then the body (`_pydevd_bundle/pydevd_net_command.py`), on a socket with Nagle's "
             "algorithm on (`pydevd_comm.start_client` does not set `TCP_NODELAY`; reported as "
             "microsoft/debugpy#2054): the body waits until the peer acknowledges the header, "
-            "and Linux delays that ACK by up to 40 ms. debugpy's adapter answers `initialize` and "
-            "`disconnect` itself (`debugpy/adapter/clients.py`), so in ipykernel and "
-            "xeus-python those do not wait; in wrapperkernel pydevd answers them, and `attach` "
-            "waits twice (the kernel sends `configurationDone` to pydevd with it). In a "
-            "debugging session every step, stack and variables request that pydevd answers "
-            "pays it.", ""]
+            "and Linux delays that ACK by up to 40 ms. In a debugging session every step, stack "
+            "and variables request that pydevd answers pays it.", ""]
+    quick = [n for n in nagle if n not in stalled and n.startswith("wrapperkernel")]
+    if quick:
+        out += [
+            f"**{_and(quick)} does not wait for pydevd's second write**: its kernel, the "
+            "peer of pydevd's socket, asks Linux for quick acknowledgements (`TCP_QUICKACK`) "
+            "before every read (`kernel/debugger.py`), so the header is acknowledged at once "
+            "and pydevd's body follows without the delayed-ACK wait that Nagle's algorithm "
+            "would impose (`threads` " + ", ".join(
+                f"{report.ms(nagle[n])} as pydevd leaves it, {report.ms(nodelay[n])} with "
+                "`TCP_NODELAY`" for n in quick) + ").", ""]
     ratios = {}
     for name in run.names:
         cells = run.cells[name]
