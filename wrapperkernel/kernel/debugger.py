@@ -404,44 +404,44 @@ class Debugger:
         """Tell the worker to debug; the first time in a worker, wait for its pydevd to
         connect and prove it is that worker's."""
         loop = asyncio.get_running_loop()
-        self._worker_answer = loop.create_future()
-        server: asyncio.AbstractServer | None = None
+        need_connection = self._connection is None or self._connection.closed
+        if not need_connection:
+            # pydevd is connected already (a new session after a disconnect): the worker
+            # only switches its cells to debug mode, which cannot fail; its answer is
+            # not waited for (its debugger thread may still be in debugpy.connect).
+            self._send_to_worker(frames.DebuggerStartFrame(port=0, client_token=""))
+            self._worker_debugging = True
+            return
+        answer: asyncio.Future[frames.DebuggerStartedFrame] = loop.create_future()
+        self._worker_answer = answer
         accepted: asyncio.Future[PydevdConnection] = loop.create_future()
         token = secrets.token_hex(32)
-        need_connection = self._connection is None or self._connection.closed
-        port = 0
-        if need_connection:
-            async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                await self._authorize(reader, writer, token, accepted)
 
-            server = await asyncio.start_server(on_client, HOST, 0)
-            port = server.sockets[0].getsockname()[1]
-        answer = self._worker_answer
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._authorize(reader, writer, token, accepted)
+
+        server = await asyncio.start_server(on_client, HOST, 0)
+        port = server.sockets[0].getsockname()[1]
         try:
             self._send_to_worker(frames.DebuggerStartFrame(port=port, client_token=token))
             # A worker that connects answers only once the session is configured
             # (debugpy.connect returns after configurationDone): the connection is what
             # says it started; an answer before it can only be a failure.
-            waited = {answer, accepted} if need_connection else {answer}
-            done, _ = await asyncio.wait(waited, timeout=START_TIMEOUT_S,
+            done, _ = await asyncio.wait({answer, accepted}, timeout=START_TIMEOUT_S,
                                          return_when=asyncio.FIRST_COMPLETED)
             if answer in done and answer.result().error is not None:
                 raise DebuggerUnavailable(answer.result().error)
-            if need_connection:
-                if accepted not in done:
-                    await asyncio.wait_for(asyncio.shield(accepted), AUTHORIZE_TIMEOUT_S)
-                self._connection = accepted.result()
-                self._ensure_event_task()
-            elif answer not in done:
-                raise asyncio.TimeoutError
+            if accepted not in done:
+                await asyncio.wait_for(asyncio.shield(accepted), AUTHORIZE_TIMEOUT_S)
+            self._connection = accepted.result()
+            self._ensure_event_task()
             self._worker_debugging = True
         except asyncio.TimeoutError:
             raise DebuggerUnavailable(
                 f"the worker's debugger did not start within {START_TIMEOUT_S:g} s") from None
         finally:
-            if server is not None:
-                server.close()
-            if not need_connection or answer.done():
+            server.close()
+            if answer.done():
                 self._worker_answer = None
 
     async def _authorize(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
