@@ -68,7 +68,7 @@ run: kernelspec
 	exec $(VENV)/bin/jupyter lab $$flags examples/demo.ipynb
 
 # ipykernel's own tests against wrapperkernel (its test_debugger.py and
-# test_message_spec.py must pass, test_subshells.py is reported): docs/ipykernel-tests.md.
+# test_message_spec.py and test_subshells.py must pass): docs/ipykernel-tests.md.
 test: kernelspec chromium collab-venv
 	node --test js/test/
 	$(PY) -m pytest -ra

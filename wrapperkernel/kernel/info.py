@@ -39,8 +39,8 @@ def kernel_info_content() -> dict[str, Any]:
             {"text": "IPython Reference", "url": "https://ipython.readthedocs.io/en/stable/"},
             {"text": "wrapperkernel comms", "url": "https://pypi.org/project/wrapperkernel/"},
         ],
-        # JEP 92: list only what is really implemented. The debugger needs debugpy in
-        # the worker's Python (the kernel's own: the worker is started with it).
-        "supported_features": ["debugger"] if DEBUGGER else [],
+        # JEP 92: list only what is really implemented. Subshells: JEP 91. The debugger
+        # needs debugpy in the worker's Python (the kernel's own: the worker runs it).
+        "supported_features": ["kernel subshells", *(["debugger"] if DEBUGGER else [])],
         "debugger": DEBUGGER,
     }

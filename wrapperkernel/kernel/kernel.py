@@ -23,8 +23,9 @@ import logging
 import signal
 import threading
 import traceback
+import uuid
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from wrapperkernel.kernel import iopub
@@ -45,14 +46,36 @@ class Job:
     request: Incoming
     frame: frames.Frame
     finished: bool = False
+    line: Line | None = None  # the shell that serves it (set when queued)
+    asked_input: bool = False  # it waits in input() for an input_reply
+
+
+@dataclass
+class Line:
+    """The requests of one shell, run one at a time in arrival order: the main shell
+    (``subshell_id`` None) or a subshell (JEP 91), each a thread of the worker."""
+
+    subshell_id: str | None = None
+    waiting: deque[Job] = field(default_factory=deque)
+    current: Job | None = None
+
+
+class UnknownSubshell(Exception):
+    """A request names a subshell that does not exist (never created, or deleted)."""
+
+    def __init__(self, subshell_id: object) -> None:
+        super().__init__(f"Unknown subshell_id {subshell_id!r}")
 
 
 class Kernel:
     def __init__(self, transport: Transport, worker: Any) -> None:
         self.transport = transport
         self.worker = worker
-        self.waiting: deque[Job] = deque()
-        self.current: Job | None = None
+        self.main = Line()
+        # The subshells by id, in creation order; the main shell is not among them.
+        self.subshells: dict[str, Line] = {}
+        # Every request the worker is serving, by msg_id (a deleted subshell's too).
+        self.running: dict[str, Job] = {}
         self.parents: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.next_execution_count = 1
         self.shutdown_event = asyncio.Event()
@@ -74,9 +97,35 @@ class Kernel:
             "comm_msg": self.on_comm_msg,
             "comm_close": self.on_comm_close,
             "debug_request": self.on_debug_request,
+            "create_subshell_request": self.on_create_subshell_request,
+            "delete_subshell_request": self.on_delete_subshell_request,
+            "list_subshell_request": self.on_list_subshell_request,
         }
         self._is_complete_checker: Any = None
         self._checker_ready = threading.Event()
+
+    @property
+    def current(self) -> Job | None:
+        """The main shell's running request (the one an interrupt stops)."""
+        return self.main.current
+
+    @current.setter
+    def current(self, job: Job | None) -> None:
+        self.main.current = job
+
+    @property
+    def waiting(self) -> deque[Job]:
+        return self.main.waiting
+
+    def line_of(self, request: Incoming) -> Line:
+        """The shell a request's ``subshell_id`` names (JEP 91): none is the main shell."""
+        subshell_id = request.header.get("subshell_id")
+        if subshell_id is None:
+            return self.main
+        line = self.subshells.get(subshell_id) if isinstance(subshell_id, str) else None
+        if line is None:
+            raise UnknownSubshell(subshell_id)
+        return line
 
     # ------------------------------------------------------------------ entry points
 
@@ -90,10 +139,11 @@ class Kernel:
         if request.msg_type != "input_reply":
             log.warning("ignored %s on stdin (msg_id %s)", request.msg_type, request.msg_id)
             return
-        job = self.current
+        job = self._asking_input(request)
         if job is None:
             log.warning("input_reply %s arrived when no cell asked for input", request.msg_id)
             return
+        job.asked_input = False
         if not isinstance(request.content, dict):
             problem = f"its content is {_json_kind(request.content)}, not a JSON object"
         else:
@@ -118,12 +168,17 @@ class Kernel:
             return
         if msg_type in QUEUED_TYPES and request.channel == "shell":
             try:
-                job = Job(request, self._worker_frame(request))
+                line = self.line_of(request)
+                job = Job(request, self._worker_frame(request, line.subshell_id), line=line)
+            except UnknownSubshell as error:
+                # Answered, not dropped: a client waits for this reply.
+                self._reply_error_now(request, "UnknownSubshellError", str(error))
+                return
             except m.BadRequest as error:
                 self._reply_error_now(request, "BadRequest", str(error))
                 return
-            self.waiting.append(job)
-            self._start_next()
+            line.waiting.append(job)
+            self._start_next(line)
             return
         if msg_type == "debug_request":
             # In a line of its own: the control channel goes on with other requests.
@@ -172,8 +227,11 @@ class Kernel:
     def _status(self, state: str, request: Incoming) -> None:
         self.transport.publish("status", {"execution_state": state}, parent=request.header)
         running = self.current
+        # Not after a subshell's request either: its frontend (a subshell console) tracks
+        # its own status, and ipykernel sends exactly one busy and one idle per request.
         if (state == "idle" and running is not None and running.request is not request
-                and request.msg_type != "debug_request"):
+                and request.msg_type != "debug_request"
+                and request.header.get("subshell_id") is None):
             self.transport.publish("status", {"execution_state": "busy"},
                                    parent=running.request.header)
 
@@ -235,6 +293,33 @@ class Kernel:
             raise m.BadRequest("this kernel has no debugger")
         content = await self.debugger.handle(query.model_dump(), request.header)
         self._reply(request, content)
+
+    async def on_create_subshell_request(self, request: Incoming) -> None:
+        subshell_id = uuid.uuid4().hex
+        self.subshells[subshell_id] = Line(subshell_id)
+        self.worker.send(frames.SubshellCreateFrame(subshell=subshell_id))
+        self._reply(request, {"status": "ok", "subshell_id": subshell_id})
+
+    async def on_delete_subshell_request(self, request: Incoming) -> None:
+        query = m.parse(m.DeleteSubshellRequest, request.content)
+        line = self.subshells.pop(query.subshell_id, None)
+        if line is None:
+            self._reply(request, _error_content("UnknownSubshellError",
+                                                str(UnknownSubshell(query.subshell_id))))
+            return
+        # Its running request finishes (its thread ends after it); queued ones never run.
+        for job in line.waiting:
+            self._status("busy", job.request)
+            self._reply(job.request, _error_content(
+                "UnknownSubshellError",
+                f"subshell {line.subshell_id!r} was deleted before this request ran"))
+            self._status("idle", job.request)
+        line.waiting.clear()
+        self.worker.send(frames.SubshellDeleteFrame(subshell=line.subshell_id))
+        self._reply(request, {"status": "ok"})
+
+    async def on_list_subshell_request(self, request: Incoming) -> None:
+        self._reply(request, {"status": "ok", "subshell_id": list(self.subshells)})
 
     async def on_interrupt_request(self, request: Incoming) -> None:
         self.interrupt()
@@ -298,43 +383,47 @@ class Kernel:
 
     # ------------------------------------------------------------------ the worker queue
 
-    def _worker_frame(self, request: Incoming) -> frames.Frame:
+    def _worker_frame(self, request: Incoming, subshell: str | None = None) -> frames.Frame:
         msg_type, req, content = request.msg_type, request.msg_id, request.content
         if msg_type == "execute_request":
             q = m.parse(m.ExecuteRequest, content)
-            return frames.ExecuteFrame(req=req, code=q.code, silent=q.silent,
+            return frames.ExecuteFrame(req=req, subshell=subshell, code=q.code, silent=q.silent,
                                        store_history=q.store_history and not q.silent,
                                        user_expressions=q.user_expressions,
                                        allow_stdin=q.allow_stdin)
         if msg_type == "complete_request":
             q2 = m.parse(m.CompleteRequest, content)
             pos = len(q2.code) if q2.cursor_pos is None else q2.cursor_pos
-            return frames.CompleteFrame(req=req, code=q2.code, cursor_pos=pos)
+            return frames.CompleteFrame(req=req, subshell=subshell, code=q2.code, cursor_pos=pos)
         if msg_type == "inspect_request":
             q3 = m.parse(m.InspectRequest, content)
             pos = len(q3.code) if q3.cursor_pos is None else q3.cursor_pos
-            return frames.InspectFrame(req=req, code=q3.code, cursor_pos=pos,
+            return frames.InspectFrame(req=req, subshell=subshell, code=q3.code, cursor_pos=pos,
                                        detail_level=q3.detail_level)
         q4 = m.parse(m.HistoryRequest, content)
-        return frames.HistoryFrame(req=req, **q4.model_dump(include=set(frames.HistoryFrame.model_fields) - {"type", "req"}))
+        return frames.HistoryFrame(req=req, subshell=subshell, **q4.model_dump(
+            include=set(frames.HistoryFrame.model_fields) - {"type", "req", "subshell"}))
 
     def start_next(self) -> None:
-        """Let the queue move on (the debugger calls it once a new worker is ready)."""
-        self._start_next()
+        """Let the queues move on (the debugger calls it once a new worker is ready)."""
+        for line in (self.main, *self.subshells.values()):
+            self._start_next(line)
 
-    def _start_next(self) -> None:
-        """Hand the oldest waiting request to the worker, unless one is running (or a
-        new worker is still getting the debug session back).
+    def _start_next(self, line: Line) -> None:
+        """Hand the shell's oldest waiting request to the worker, unless one is running
+        there (or a new worker is still getting the debug session back).
 
         Called straight from the message or frame that makes it possible, so a request
         reaches the worker without waiting for another turn of the event loop.
         """
-        if self.current is None and self.waiting and not (
+        if line.current is None and line.waiting and not (
                 self.debugger is not None and self.debugger.holds_cells):
-            self._start(self.waiting.popleft())
+            self._start(line.waiting.popleft())
 
     def _start(self, job: Job) -> None:
-        self.current = job
+        assert job.line is not None
+        job.line.current = job
+        self.running[job.request.msg_id] = job
         request = job.request
         if request.msg_type == "execute_request":
             self.last_execute_header = request.header
@@ -359,22 +448,26 @@ class Kernel:
         Called straight from the frame (or worker exit) that ends the request.
         """
         request = job.request
+        line = job.line
+        assert line is not None
         self._reply(request, content)
-        self.current = None
+        line.current = None
+        self.running.pop(request.msg_id, None)
         self._status("idle", request)
         if (
             isinstance(job.frame, frames.ExecuteFrame)
             and content.get("status") == "error"
             and request.content.get("stop_on_error", True)
         ):
-            self._abort_queued_executions()
+            self._abort_queued_executions(line)
         job.finished = True
-        self._start_next()
+        self._start_next(line)
 
-    def _abort_queued_executions(self) -> None:
-        """stop_on_error: cells queued behind a failed one are answered ``aborted``."""
+    def _abort_queued_executions(self, line: Line) -> None:
+        """stop_on_error: cells queued behind a failed one in the same shell are
+        answered ``aborted``; the other shells' queues go on."""
         keep: deque[Job] = deque()
-        for job in self.waiting:
+        for job in line.waiting:
             if isinstance(job.frame, frames.ExecuteFrame):
                 self._status("busy", job.request)
                 self._reply(job.request, {"status": "aborted",
@@ -382,7 +475,7 @@ class Kernel:
                 self._status("idle", job.request)
             else:
                 keep.append(job)
-        self.waiting = keep
+        line.waiting = keep
 
     def _remember(self, request: Incoming) -> None:
         self.parents[request.msg_id] = request.header
@@ -425,17 +518,30 @@ class Kernel:
             self._finish(frame.req, frame.content)
 
     def _finish(self, req: str, content: dict[str, Any]) -> None:
-        job = self.current
-        if job is None or job.request.msg_id != req or job.finished:
-            log.warning("worker replied to %s, which is not the running request", req)
+        job = self.running.get(req)
+        if job is None or job.finished:
+            log.warning("worker replied to %s, which is not a running request", req)
             return
         self._complete(job, content)
 
+    def _asking_input(self, reply: Incoming) -> Job | None:
+        """The request an input_reply answers: the one of its subshell, else the only
+        one asking (a frontend may leave subshell_id out on stdin), else the main shell's."""
+        asking = [job for job in self.running.values() if job.asked_input]
+        subshell_id = reply.header.get("subshell_id")
+        for job in asking:
+            if job.line is not None and job.line.subshell_id == subshell_id:
+                return job
+        if len(asking) == 1:
+            return asking[0]
+        return self.current
+
     def _input_request(self, frame: frames.InputRequestFrame) -> None:
-        job = self.current
-        if job is None or job.request.msg_id != frame.req:
+        job = self.running.get(frame.req)
+        if job is None:
             log.warning("input_request for %s, which is not running", frame.req)
             return
+        job.asked_input = True
         self.transport.send("stdin", "input_request",
                             {"prompt": frame.prompt, "password": frame.password},
                             parent=job.request.header, idents=job.request.idents)
@@ -448,19 +554,29 @@ class Kernel:
             self.comm_router.on_worker_restarted()
         if self.debugger is not None:
             self.debugger.on_worker_exit()
-        job = self.current
-        if job is None or job.finished:
-            return
         evalue = (f"{reason[0].upper()}{reason[1:]} while running this request. All variables "
                   "and imports are lost: a fresh worker has been started; re-run the cells you "
                   "need.")
-        if isinstance(job.frame, frames.ExecuteFrame):
-            self.transport.publish("error", {"ename": "WorkerDied", "evalue": evalue,
-                                             "traceback": [f"WorkerDied: {evalue}"]},
-                                   parent=job.request.header)
-        content = _error_content("WorkerDied", evalue)
-        content["execution_count"] = self.next_execution_count
-        self._complete(job, content)
+        # The new worker starts with no subshells: their queued requests never run.
+        subshells, self.subshells = self.subshells, {}
+        for line in subshells.values():
+            for job in line.waiting:
+                self._status("busy", job.request)
+                self._reply(job.request, _error_content("WorkerDied", (
+                    f"{reason[0].upper()}{reason[1:]} before this request ran; its subshell "
+                    "ended with the worker. Create a new subshell.")))
+                self._status("idle", job.request)
+            line.waiting.clear()
+        for job in list(self.running.values()):
+            if job.finished:
+                continue
+            if isinstance(job.frame, frames.ExecuteFrame):
+                self.transport.publish("error", {"ename": "WorkerDied", "evalue": evalue,
+                                                 "traceback": [f"WorkerDied: {evalue}"]},
+                                       parent=job.request.header)
+            content = _error_content("WorkerDied", evalue)
+            content["execution_count"] = self.next_execution_count
+            self._complete(job, content)
 
 
 def _json_kind(value: Any) -> str:

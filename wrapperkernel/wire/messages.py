@@ -82,6 +82,10 @@ class DebugRequest(_Content):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
+class DeleteSubshellRequest(_Content):
+    subshell_id: str
+
+
 class CommOpen(_Content):
     comm_id: str
     target_name: str

@@ -90,7 +90,9 @@ class Worker:
     def __init__(self, sock: socket.socket) -> None:
         self.link = Link(sock)
         self.jobs: queue.SimpleQueue[frames.KernelToWorker] = queue.SimpleQueue()
-        self.input_replies: queue.SimpleQueue[frames.InputReplyFrame] = queue.SimpleQueue()
+        # The answer to each input() waiting, by the request that asked (shells run at once).
+        self.input_replies: dict[str, queue.SimpleQueue[frames.InputReplyFrame]] = {}
+        self._input_lock = threading.Lock()
         self.barriers: dict[str, threading.Event] = {}
         # A private copy of the original stderr: crash reports reach the kernel's log even
         # after fd 2 is redirected into the cell output.
@@ -129,6 +131,7 @@ class Worker:
         from wrapperkernel.worker.shell import CellContext, WorkerShell
 
         self.context = CellContext(send=self.link.send, output=self.output, drains=drains)
+        self.output.current_req = lambda: self.context.req
         os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         self.shell = WorkerShell.instance()
         self.shell.init_context(self.context)
@@ -151,11 +154,16 @@ class Worker:
 
         self.debugger = WorkerDebugger(self.link.send, self.shell, self.log)
 
-        internal_thread(self._read, "kernel-reader").start()
-        self.link.send(frames.ReadyFrame(pid=os.getpid(), ipython_version=ipython_version))
+        from wrapperkernel.worker.subshells import Subshells
+
+        self.subshells = Subshells(self._serve_in_subshell, self.context.serve_on_this_thread,
+                                   self.log)
         from wrapperkernel.worker.requests import RequestRunner
 
-        runner = RequestRunner(self.shell, self.context)
+        # Before the reader starts: a subshell's thread may need it at once.
+        runner = self.runner = RequestRunner(self.shell, self.context)
+        internal_thread(self._read, "kernel-reader").start()
+        self.link.send(frames.ReadyFrame(pid=os.getpid(), ipython_version=ipython_version))
         while True:
             try:
                 job = self.jobs.get()
@@ -168,6 +176,11 @@ class Worker:
                 self.debugger.before_cell()
             runner.run(job)
             self._reclaim_sigint()
+
+    def _serve_in_subshell(self, job: frames.KernelToWorker) -> None:
+        if isinstance(job, frames.ExecuteFrame):
+            self.debugger.before_cell()
+        self.runner.run(job)
 
     # ------------------------------------------------------------------ reader thread
 
@@ -186,7 +199,19 @@ class Worker:
 
     def _route(self, frame: frames.KernelToWorker) -> None:
         if isinstance(frame, frames.InputReplyFrame):
-            self.input_replies.put(frame)
+            with self._input_lock:
+                waiting = self.input_replies.get(frame.req)
+            if waiting is None:
+                self.log(f"an input_reply for {frame.req}, which waits for no input: dropped")
+            else:
+                waiting.put(frame)
+        elif isinstance(frame, frames.SubshellCreateFrame):
+            self.subshells.create(frame.subshell)
+        elif isinstance(frame, frames.SubshellDeleteFrame):
+            self.subshells.delete(frame.subshell)
+        elif getattr(frame, "subshell", None) is not None:
+            if not self.subshells.submit(frame, frame.subshell):  # type: ignore[attr-defined]
+                self.log(f"a request for subshell {frame.subshell}, which does not exist")  # type: ignore[attr-defined]
         elif isinstance(frame, (frames.AddressValueFrame, frames.AddressReplyFrame,
                                 frames.AddressReadRequestFrame)):
             self.address.on_frame(frame)
@@ -250,15 +275,17 @@ class Worker:
                 "input() is not available: the frontend that ran this cell does not "
                 "support stdin (allow_stdin is false)."
             )
-        while True:  # drop a stale reply left over from an interrupted prompt
-            try:
-                self.input_replies.get_nowait()
-            except queue.Empty:
-                break
-        self.context.emit(
-            frames.InputRequestFrame(req=self.context.req, prompt=prompt, password=password)
-        )
-        reply = self.input_replies.get()
+        req = self.context.req
+        answers: queue.SimpleQueue[frames.InputReplyFrame] = queue.SimpleQueue()
+        with self._input_lock:
+            self.input_replies[req] = answers  # a stale answer to an earlier prompt is gone
+        try:
+            self.context.emit(frames.InputRequestFrame(req=req, prompt=prompt, password=password))
+            reply = answers.get()
+        finally:
+            with self._input_lock:
+                if self.input_replies.get(req) is answers:
+                    del self.input_replies[req]
         if reply.error is not None:
             raise InputReplyError(
                 f"input() got no answer: the frontend's input_reply was malformed "

@@ -27,27 +27,31 @@ FLUSH_INTERVAL_S = 0.01
 
 
 class OutputBuffer:
-    """Ordered, coalescing buffer of stream text for the current request."""
+    """Ordered, coalescing buffer of stream text, each piece for the request of the
+    thread that wrote it (``current_req``: several shells may run at once)."""
 
     def __init__(self, send: Callable[[StreamFrame], None]) -> None:
         self._send = send
         self.lock = threading.RLock()
         self._wake = threading.Condition(self.lock)
         self._name: str | None = None
+        self._req = ""
         self._parts: list[str] = []
         self._size = 0
-        self.req = ""
+        self.current_req: Callable[[], str] = lambda: ""
         self._flusher = internal_thread(self._flush_soon, "output-flusher")
         self._flusher.start()
 
     def write(self, name: str, text: str) -> None:
         if not text:
             return
+        req = self.current_req()
         with self.lock:
-            if self._name != name and self._parts:
+            if (self._name != name or self._req != req) and self._parts:
                 self.flush_locked()
             first = not self._parts
             self._name = name
+            self._req = req
             self._parts.append(text)
             self._size += len(text)
             if self._size >= FLUSH_BYTES:
@@ -66,7 +70,7 @@ class OutputBuffer:
         name = self._name
         self._parts = []
         self._size = 0
-        self._send(StreamFrame(req=self.req, name=name, text=text))  # type: ignore[arg-type]
+        self._send(StreamFrame(req=self._req, name=name, text=text))  # type: ignore[arg-type]
 
     def _flush_soon(self) -> None:
         with self.lock:

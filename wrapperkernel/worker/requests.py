@@ -51,7 +51,6 @@ class RequestRunner:
         context = self.context
         shell = self.shell
         context.req = job.req
-        context.output.req = job.req
         context.allow_stdin = job.allow_stdin
         context.last_error = None
         context.formatting_value = False  # a display hook that raised never finished

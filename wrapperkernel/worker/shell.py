@@ -96,11 +96,9 @@ def debugger_on_stack(frame: FrameType | None) -> bool:
 
 
 @dataclass
-class CellContext:
-    """What the shell's output hooks need to know about the request being served."""
+class RequestState:
+    """The request one shell is serving: the main shell's, or a subshell's."""
 
-    send: Callable[[frames.Frame], None]
-    output: OutputBuffer
     req: str = ""
     executing: bool = False
     allow_stdin: bool = False
@@ -112,8 +110,49 @@ class CellContext:
     # failing ``__repr__``): IPython calls the cell a success, but the user saw an
     # error, so the reply says error, as ipykernel's does.
     display_hook_failed: bool = False
+
+
+def _state_field(name: str) -> property:
+    def get(self: CellContext) -> Any:
+        return getattr(self.state, name)
+
+    def put(self: CellContext, value: Any) -> None:
+        setattr(self.state, name, value)
+
+    return property(get, put)
+
+
+@dataclass
+class CellContext:
+    """What the shell's output hooks need to know about the request being served.
+
+    With subshells (JEP 91) several requests run at once, one per shell thread; each
+    shell thread has its own ``RequestState`` (``serve_on_this_thread``). Every other
+    thread (one the user's code started, the comm dispatcher, the fd pumps) sees the
+    main shell's, as before subshells: its output goes to the main shell's cell.
+    """
+
+    send: Callable[[frames.Frame], None]
+    output: OutputBuffer
     drains: list[Callable[[], None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    main: RequestState = field(default_factory=RequestState)
+    _local: threading.local = field(default_factory=threading.local)
+
+    req = _state_field("req")
+    executing = _state_field("executing")
+    allow_stdin = _state_field("allow_stdin")
+    last_error = _state_field("last_error")
+    formatting_value = _state_field("formatting_value")
+    display_hook_failed = _state_field("display_hook_failed")
+
+    @property
+    def state(self) -> RequestState:
+        return getattr(self._local, "state", self.main)
+
+    def serve_on_this_thread(self) -> None:
+        """This thread is a subshell's: it serves requests of its own."""
+        self._local.state = RequestState()
 
     def flush_output(self) -> None:
         for drain in self.drains:

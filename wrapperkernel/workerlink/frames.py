@@ -53,6 +53,7 @@ class BinaryFrame(Frame):
 class ExecuteFrame(Frame):
     type: Literal["execute"] = "execute"
     req: str
+    subshell: str | None = None  # the subshell that serves it; None: the main shell
     code: str
     silent: bool = False
     store_history: bool = True
@@ -63,6 +64,7 @@ class ExecuteFrame(Frame):
 class CompleteFrame(Frame):
     type: Literal["complete"] = "complete"
     req: str
+    subshell: str | None = None  # the subshell that serves it; None: the main shell
     code: str
     cursor_pos: int
 
@@ -70,6 +72,7 @@ class CompleteFrame(Frame):
 class InspectFrame(Frame):
     type: Literal["inspect"] = "inspect"
     req: str
+    subshell: str | None = None  # the subshell that serves it; None: the main shell
     code: str
     cursor_pos: int
     detail_level: int = 0
@@ -78,6 +81,7 @@ class InspectFrame(Frame):
 class HistoryFrame(Frame):
     type: Literal["history"] = "history"
     req: str
+    subshell: str | None = None  # the subshell that serves it; None: the main shell
     hist_access_type: Literal["tail", "range", "search"]
     output: bool = False
     raw: bool = True
@@ -141,6 +145,21 @@ class RelayCommFrame(Frame):
 
 class ShutdownFrame(Frame):
     type: Literal["shutdown"] = "shutdown"
+
+
+class SubshellCreateFrame(Frame):
+    """Start a subshell (JEP 91): a thread of the worker that serves the requests whose
+    frames carry this ``subshell``, in the same namespace as the main shell."""
+
+    type: Literal["subshell_create"] = "subshell_create"
+    subshell: str
+
+
+class SubshellDeleteFrame(Frame):
+    """End a subshell's thread once its running request, if any, is over."""
+
+    type: Literal["subshell_delete"] = "subshell_delete"
+    subshell: str
 
 
 class DebuggerStartFrame(Frame):
@@ -341,6 +360,8 @@ KernelToWorker = Annotated[
         AddressReadRequestFrame,
         RelayCommFrame,
         ShutdownFrame,
+        SubshellCreateFrame,
+        SubshellDeleteFrame,
         DebuggerStartFrame,
         DebuggerStopFrame,
         DebugQueryFrame,
