@@ -1,9 +1,11 @@
 """Answers every Jupyter request: the kernel's request handlers.
 
 Requests that need the user's namespace (execute, complete, inspect, history) go through
-one queue to the worker, one at a time, in arrival order. Everything else is answered
-here at once, also while a cell runs: kernel_info, comm_info, is_complete, interrupt,
-shutdown. ``debug_request`` goes to the debugger (``kernel/debugger.py``), one after
+one queue per shell to the worker, one at a time per shell, in arrival order: the main
+shell's, and one for each subshell (JEP 91: the header's ``subshell_id``; each subshell
+is a thread of the worker, so shells run at once). Everything else is answered here at
+once, also while a cell runs: kernel_info, connect, comm_info, is_complete, interrupt,
+shutdown, the subshell requests. ``debug_request`` goes to the debugger (``kernel/debugger.py``), one after
 another in a line of their own, so that a slow one never holds up an interrupt. Each
 request gets exactly one reply, with ``busy`` / ``idle`` around it parented to it; a
 malformed or unknown request gets an error reply and one log line.
