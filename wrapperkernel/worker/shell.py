@@ -196,36 +196,43 @@ class FrameDisplayPublisher(DisplayPublisher):
 
 
 class FrameDisplayHook(DisplayHook):
-    """Turns a cell's last expression value into an ``execute_result`` frame."""
+    """Turns a cell's last expression value into an ``execute_result`` frame.
+
+    The value being shown is kept per thread: a subshell and the main shell may show
+    their cells' values at the same moment."""
 
     context: CellContext | None = AnyTrait(None)  # type: ignore[assignment]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shown = threading.local()
 
     def start_displayhook(self) -> None:
         assert self.context is not None
         self.context.formatting_value = True
-        self._data: dict[str, Any] = {}
-        self._metadata: dict[str, Any] = {}
+        self._shown.data, self._shown.metadata = {}, {}
 
     def write_output_prompt(self) -> None:
         pass
 
     def write_format_data(self, format_dict: dict, md_dict: dict | None = None) -> None:
-        self._data = format_dict
-        self._metadata = md_dict or {}
+        self._shown.data = format_dict
+        self._shown.metadata = md_dict or {}
 
     def finish_displayhook(self) -> None:
         assert self.context is not None
         self.context.formatting_value = False
-        if self._data:
+        data, metadata = self._shown.data, self._shown.metadata
+        if data:
             self.context.emit(
                 frames.ExecuteResultFrame(
                     req=self.context.req,
                     execution_count=self.prompt_count,
-                    data=self._data,
-                    metadata=self._metadata,
+                    data=data,
+                    metadata=metadata,
                 )
             )
-        self._data = {}
+        self._shown.data = {}
 
 
 class ParentOfRequests:
