@@ -180,3 +180,35 @@ def test_the_address_channel_works_from_a_subshell_while_the_main_cell_runs() ->
         assert k.wait_values("/from/subshell", 1, since) == [5]
         k.page.send("/knob", 8)
         assert k.conn.result(main, timeout=WAIT_S).stdout == "busy\nmain saw [8]\n"
+
+
+def test_a_widget_made_in_a_subshell_follows_the_page_while_the_main_cell_runs() -> None:
+    with connected_page_kernel() as k:
+        shells = Shells(k.conn)
+        sub = shells.create()
+        main = shells.send("import time\nprint('busy', flush=True)\n"
+                           "while not globals().get('done'):\n    time.sleep(0.01)")
+        k.conn.wait_for_output(main, "busy")
+        shown = shells.run("from wrapperkernel import widgets\n"
+                           "knob = widgets.Slider(0, 10, value=2, label='Knob')\nknob.display()\n"
+                           "print(knob.address)", sub)
+        assert shown.status == "ok", describe(shown)
+        assert any(m["msg_type"] == "display_data" for m in shown.outputs)  # in the subshell's output
+        k.page.send(shown.stdout.strip(), 7)
+        deadline = time.monotonic() + WAIT_S
+        while shells.run("print(knob.value)", sub).stdout != "7\n":
+            assert time.monotonic() < deadline, "the subshell's slider never got the page's 7"
+            time.sleep(0.1)
+        assert shells.conn.replies(main) == []  # all of it while the main cell ran
+        shells.run("done = True", sub)
+        assert shells.conn.result(main, timeout=WAIT_S).status == "ok"
+
+
+def test_execution_counts_and_history_are_shared_as_in_ipykernel(shells: Shells) -> None:
+    sub = shells.create()
+    counts = [shells.run(code, shell).content["execution_count"]
+              for code, shell in (("a = 1", None), ("b = 2", sub), ("c = 3", None))]
+    assert counts == [counts[0], counts[0] + 1, counts[0] + 2]
+    history = shells.conn.request("history_request", {"hist_access_type": "tail", "n": 3,
+                                                       "output": False, "raw": True}).content
+    assert [entry[2] for entry in history["history"]] == ["a = 1", "b = 2", "c = 3"]
