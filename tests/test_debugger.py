@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import own_loop
 import psutil
 import pytest
 from comms_fixtures import connected_page_kernel, describe
@@ -349,7 +350,7 @@ def test_a_connection_to_the_debuggers_port_that_is_not_the_worker_is_closed() -
         await asyncio.wait_for(impostor.closed_by_kernel.wait(), 5)
         assert not worker.closed_by_kernel.is_set()
 
-    asyncio.run(scenario())
+    own_loop.run(scenario())
 
 
 def test_a_worker_that_cannot_start_debugpy_makes_initialize_fail_with_its_reason() -> None:
@@ -368,7 +369,7 @@ def test_a_worker_that_cannot_start_debugpy_makes_initialize_fail_with_its_reaso
         assert "ModuleNotFoundError: no debugpy" in response["message"]
         assert debugger.started is False
 
-    asyncio.run(scenario())
+    own_loop.run(scenario())
 
 
 # ---------------------------------------------------------------- pure parts
