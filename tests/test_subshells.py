@@ -9,16 +9,21 @@ subshell finishes what it runs, and the address channel works from a subshell.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import own_loop
 import pytest
 from comms_fixtures import connected_page_kernel, describe
 from kernel_helpers import KernelConnection, Result, running_kernel
 from test_debugger import worker_of
+
+from wrapperkernel.kernel.supervisor import WorkerSupervisor
+from wrapperkernel.workerlink import frames
 
 WAIT_S = 30.0
 
@@ -212,3 +217,30 @@ def test_execution_counts_and_history_are_shared_as_in_ipykernel(shells: Shells)
     history = shells.conn.request("history_request", {"hist_access_type": "tail", "n": 3,
                                                        "output": False, "raw": True}).content
     assert [entry[2] for entry in history["history"]] == ["a = 1", "b = 2", "c = 3"]
+
+
+def test_a_worker_answers_a_request_for_a_subshell_it_does_not_have() -> None:
+    """The kernel never sends one (it forgets its subshells with their worker), but a
+    request that finds no subshell must still be answered: its queue would wait for ever."""
+    async def scenario() -> Any:
+        replies: asyncio.Queue[Any] = asyncio.Queue()
+        ready = asyncio.Event()
+
+        def on_frame(frame: Any) -> None:
+            if frame.type == "ready":
+                ready.set()
+            elif frame.type == "execute_reply":
+                replies.put_nowait(frame)
+
+        supervisor = WorkerSupervisor(on_frame=on_frame, on_exit=lambda reason: None)
+        await supervisor.start()
+        try:
+            await asyncio.wait_for(ready.wait(), 60)
+            supervisor.send(frames.ExecuteFrame(req="r1", subshell="nobody", code="1"))
+            return await asyncio.wait_for(replies.get(), 30)
+        finally:
+            await supervisor.stop()
+
+    reply = own_loop.run(scenario())
+    assert reply.req == "r1" and reply.status == "error"
+    assert reply.ename == "LookupError" and "no subshell 'nobody'" in reply.evalue

@@ -210,8 +210,12 @@ class Worker:
         elif isinstance(frame, frames.SubshellDeleteFrame):
             self.subshells.delete(frame.subshell)
         elif getattr(frame, "subshell", None) is not None:
-            if not self.subshells.submit(frame, frame.subshell):  # type: ignore[attr-defined]
-                self.log(f"a request for subshell {frame.subshell}, which does not exist")  # type: ignore[attr-defined]
+            subshell = frame.subshell  # type: ignore[attr-defined]
+            if not self.subshells.submit(frame, subshell):
+                # Answered, so that the kernel's queue for it never waits for ever.
+                self.log(f"a request for subshell {subshell}, which does not exist")
+                self.runner.refuse(frame, LookupError(
+                    f"the worker has no subshell {subshell!r}; create a new subshell"))
         elif isinstance(frame, (frames.AddressValueFrame, frames.AddressReplyFrame,
                                 frames.AddressReadRequestFrame)):
             self.address.on_frame(frame)

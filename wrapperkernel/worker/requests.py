@@ -33,6 +33,10 @@ class RequestRunner:
             # error reply, never the user's namespace.
             self._fail(job, error)
 
+    def refuse(self, job: frames.KernelToWorker, error: Exception) -> None:
+        """Answer ``job`` with ``error`` without running it (its subshell is gone)."""
+        self._fail(job, error)
+
     def _fail(self, job: frames.KernelToWorker, error: Exception) -> None:
         ename, evalue = type(error).__name__, str(error)
         stb = traceback.format_exception(error)
