@@ -77,8 +77,34 @@ test: kernelspec chromium collab-venv
 peer-test: setup
 	$(PY) tests/ipykernel_peer/run.py --kernel wrapperkernel
 
-bench: kernelspec
-	$(PY) bench/run_bench.py --out docs/benchmarks.md
+# `make bench` runs every benchmark in bench/ (bench/README.md), each writing its own
+# section of docs/benchmarks.md. setup (via kernelspec) installs the test extras, so a
+# fresh clone gets xeus-python and jupyter-ui-poll; chromium is for browser_bench.py.
+# Each script must end within BENCH_LIMIT_S; a missing script, a failure or an overrun
+# is reported at the end and fails the target (after the others have run).
+# BENCH_LOCK=/path runs each script under `flock` on that file (a machine shared with
+# other timed runs).
+BENCH_SCRIPTS := run_bench comm_bench transport_bench backpressure_bench binary_bench \
+                 debugger_bench subshell_bench browser_bench memory_bench
+BENCH_LIMIT_S ?= 600
+BENCH_LOCK ?=
+
+bench: kernelspec chromium
+	@failed=""; \
+	for script in $(BENCH_SCRIPTS); do \
+	  if [ ! -f bench/$$script.py ]; then \
+	    echo "make bench: bench/$$script.py does not exist" >&2; failed="$$failed $$script(missing)"; continue; \
+	  fi; \
+	  echo "== bench/$$script.py ($$(date -u +%H:%M:%S) UTC; limit $(BENCH_LIMIT_S) s)"; \
+	  start=$$(date +%s); \
+	  $(if $(BENCH_LOCK),flock $(BENCH_LOCK)) timeout --kill-after=30 $(BENCH_LIMIT_S) \
+	    $(PY) bench/$$script.py; status=$$?; \
+	  echo "== bench/$$script.py: exit $$status after $$(( $$(date +%s) - start )) s"; \
+	  if [ $$status = 124 ] || [ $$status = 137 ]; then failed="$$failed $$script(over $(BENCH_LIMIT_S) s)"; \
+	  elif [ $$status != 0 ]; then failed="$$failed $$script(exit $$status)"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make bench FAILED:$$failed" >&2; exit 1; fi; \
+	echo "make bench: all $(words $(BENCH_SCRIPTS)) benchmarks ran; see docs/benchmarks.md"
 
 lint: setup
 	$(VENV)/bin/ruff check wrapperkernel tests bench

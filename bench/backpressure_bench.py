@@ -1,6 +1,6 @@
 """Memory under back-pressure: a program that sends as fast as it can to a slow page.
 
-A cell sends ``--values`` values (default 5,000,000) in a tight loop, then calls
+A cell sends ``--values`` values (default 2,000,000) in a tight loop, then calls
 ``comms.sync()``; the page (``tests/headless_page.py``'s ``HeadlessPage``, over real ZMQ)
 spends ``1 / --page-rate`` seconds on each value it receives (default 10,000 values/s)
 and acknowledges as the browser client does. The kernel's queue to the page is bounded
@@ -12,7 +12,7 @@ kernel growing. The RSS of the kernel process and of the worker is sampled every
 ipykernel has no address channel (its comms have no flow control or bound at all), so
 there is nothing to put beside it; the figure that matters is the peak beside the bound.
 
-    .venv/bin/python bench/backpressure_bench.py                 # ~9 minutes
+    .venv/bin/python bench/backpressure_bench.py                 # ~4 minutes (make bench: each ends within 10)
     .venv/bin/python bench/backpressure_bench.py --values 500000 # ~1 minute
 """
 
@@ -43,7 +43,7 @@ MiB = 1024 * 1024
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--values", type=int, default=5_000_000)
+    parser.add_argument("--values", type=int, default=2_000_000)  # 5M took ~9 min: too close to 10
     parser.add_argument("--page-rate", type=float, default=10_000.0,
                         help="values per second the page reads")
     parser.add_argument("--bound", type=int, default=None,

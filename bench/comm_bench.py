@@ -1,9 +1,15 @@
-"""Comm benchmark: wrapperkernel's address channel and relayed comms vs ipykernel's comms.
+"""Comm benchmark: wrapperkernel's address channel and relayed comms vs ipykernel's and
+xeus-python's comms.
 
 Usage: .venv/bin/python bench/comm_bench.py [--quick] [--out docs/benchmarks.md] [--json FILE]
 
 Measures, in one run, on one warm kernel of each kernelspec (alternating kernels in
-blocks where both can be measured):
+blocks where they can be measured alike):
+
+0. relayed comms on wrapperkernel, ipykernel and xeus-python, through a lean client
+   before any other client connects: comm echo and client -> kernel comm_msgs/s, for a
+   comm the client opens to a registered target (xeus-python cannot: its row says so)
+   and for one a cell opens with ``comm.create_comm``;
 
 1. round trips: program -> page -> program inside a cell (wrapperkernel, idle and with
    the cell's main thread busy); client-side echoes page -> program -> page (wrapperkernel
@@ -75,6 +81,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_common_arguments(parser, "comm-bench")
     args = parser.parse_args(argv)
     size_round_trips_and_throughput(args)
+    # client -> kernel comm_msgs per repetition, path and kernel (ipykernel takes ~400/s).
+    args.comm_count_n = 2_000 if args.quick else 5_000
     args.widget_n = 50 if args.quick else 200
     args.widget_block = 25 if args.quick else 50
     args.idle_widget_n = 10 if args.quick else 30
@@ -122,7 +130,7 @@ def measure_and_write(args: argparse.Namespace, run: Run, phases: list[tuple[str
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(
             {"meta": meta, "samples": run.samples, "throughput": run.tp, "facts": run.facts,
-             "findings": run.findings}, indent=1, default=str))
+             "comms": getattr(run, "comms", None), "findings": run.findings}, indent=1, default=str))
     if args.out == "-":
         print(section)
     else:
@@ -136,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     run = Run(args)
     return measure_and_write(args, run, [
-        ("starting kernels and the headless page", run.start),
+        ("starting the kernels (wrapperkernel, ipykernel, xeus-python)", run.start_kernels),
+        ("0. relayed comms on all three kernels (lean client)", run.relayed_comms),
+        ("starting the notebook connections and the headless page", run.start_page),
         ("1. round trips, idle", run.round_trips_idle),
         ("1. round trips, while a cell runs", run.round_trips_busy),
         ("2. throughput", run.throughput),

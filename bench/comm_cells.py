@@ -1,8 +1,9 @@
 """The code the comm benchmark runs in cells, and the kernels it runs in.
 
-``SETUP_COMMON`` runs first in both kernels (comm targets for echo, counting and
-throughput, and an ipywidgets ``IntSlider``); ``SETUP_WRAPPERKERNEL`` then runs in
-wrapperkernel only (the address channel's round trips, flood and sink, and a
+``SETUP_COMMON`` runs first in every kernel (comm targets for echo, counting and
+throughput, and ``_bench_open``, which opens an echo or counting comm from the kernel
+side); ``SETUP_WIDGETS`` in wrapperkernel and ipykernel (an ipywidgets ``IntSlider``);
+``SETUP_WRAPPERKERNEL`` then runs in wrapperkernel only (the address channel's round trips, flood and sink, and a
 ``widgets.Slider``). The functions below write the one-line cells that call what the
 setup defined; their names start with ``_bench`` in the kernel's namespace, so they never
 meet a user's. What a cell reports, it prints: a JSON line, or ``ready`` / ``ack N``
@@ -14,37 +15,52 @@ format a report: the runs (``comm_runs.py``) send these cells and read what they
 
 from __future__ import annotations
 
-# The kernelspecs measured: wrapperkernel, and ipykernel as the reference.
-K, B = "wrapperkernel", "python3"
+# The kernelspecs measured: wrapperkernel, ipykernel as the reference, and xeus-python
+# beside them in the relayed-comm runs (it has no frontend-opened comm targets).
+K, B, X = "wrapperkernel", "python3", "xpython"
+KERNEL_ECHO, KERNEL_COUNT = "bench_kecho", "bench_kcount"  # targets of kernel-opened comms
 BUSY_CELL_S = 90  # a "busy" cell ends by itself after this if the interrupt fails
 
 SETUP_COMMON = r'''
 import comm as _bench_comm, json as _j, time as _t, threading as _th
 _bench = {}
-def _bench_echo_target(c, open_msg):
+_bench_counts = {}
+def _bench_echo_on(c):
     @c.on_msg
     def _echo(msg):
         c.send(msg["content"]["data"])
-def _bench_count_target(c, open_msg):
-    n = open_msg["content"]["data"]["n"]
-    state = {"k": 0, "in_order": True}
+def _bench_count_on(c):
+    state = _bench_counts.setdefault(c.comm_id, {"count": 0, "in_order": True})
     @c.on_msg
     def _count(msg):
-        if msg["content"]["data"].get("i") != state["k"]:
+        data = msg["content"]["data"]
+        if "report" in data:
+            c.send(state)
+            return
+        if data.get("i") != state["count"]:
             state["in_order"] = False
-        state["k"] += 1
-        if state["k"] == n:
-            c.send({"done": state["k"], "in_order": state["in_order"]})
+        state["count"] += 1
+def _bench_open(target, role):
+    c = _bench_comm.create_comm(target_name=target)
+    _bench[target] = c
+    (_bench_echo_on if role == "echo" else _bench_count_on)(c)
 def _bench_tp_target(c, open_msg):
     _bench["tp"] = c
     _bench["tp_id"] = c.comm_id
-for _n, _f in (("bench_echo", _bench_echo_target), ("bench_count", _bench_count_target),
+for _n, _f in (("bench_echo", lambda c, open_msg: _bench_echo_on(c)),
+               ("bench_count", lambda c, open_msg: _bench_count_on(c)),
                ("bench_tp", _bench_tp_target)):
     _bench_comm.get_comm_manager().register_target(_n, _f)
 def _bench_comm_flood(n):
     c = _bench["tp"]
     for i in range(n):
         c.send(i)
+print("setup ok")
+'''
+
+# The ipywidgets part, in wrapperkernel and ipykernel only (their notebook connections
+# look for the IntSlider's comm_open).
+SETUP_WIDGETS = r'''
 import ipywidgets as _bench_W
 _bench_islider = _bench_W.IntSlider(value=0, min=0, max=10**9)
 def _bench_islider_spin(n, base):
@@ -66,7 +82,7 @@ def _bench_islider_wait(target, seconds):
             seen = _t.perf_counter()
             break
     print(_j.dumps({"seen": seen is not None, "seen_at": seen, "value": _bench_islider.value}), flush=True)
-print("setup ok")
+print("widgets ok")
 '''
 
 SETUP_WRAPPERKERNEL = r'''

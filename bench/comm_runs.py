@@ -2,8 +2,10 @@
 page on wrapperkernel, and every measurement the report shows.
 
 ``Run`` starts the kernels and the page, sends the cells of ``comm_cells.py`` and times
-what comes back: round trips (idle and while a cell runs), throughput in each
-direction, widget latency. Samples go to ``samples`` (seconds), throughput rows to
+what comes back: relayed comms on all three kernels (wrapperkernel, ipykernel,
+xeus-python) through ``lean_client.LeanClient`` before any other client connects, then
+round trips (idle and while a cell runs), throughput in each direction and widget
+latency on wrapperkernel and ipykernel. Samples go to ``samples`` (seconds), throughput rows to
 ``tp``, one-off observations to ``facts``; a measurement that fails, hangs or loses
 values becomes a sentence in ``findings`` (with the kernel's last log lines), and the
 kernel is interrupted so that the run goes on.
@@ -23,9 +25,12 @@ import time
 from typing import Any
 
 import comm_cells as cells
-from comm_cells import BUSY_CELL_S, B, K
-from comm_client import BenchPage, LostIdle, Notebook
+import measure
+from comm_cells import BUSY_CELL_S, B, K, X
+from comm_client import READY_TIMEOUT_S, BenchPage, LostIdle, Notebook
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from launch import BenchFailure, RunningKernel, Sandbox, start
+from lean_client import LeanClient
 
 WAIT_S = 15.0  # longest single wait for one value / reply before it is called a hang
 
@@ -60,6 +65,9 @@ class Run:
         self.samples: dict[str, list[float]] = {}
         self.tp: dict[str, list[dict[str, Any]]] = {}
         self.facts: dict[str, Any] = {}
+        self.comms: dict[str, Any] = {}  # measure.relayed_comms, all three kernels
+        self.labels = {K: "wrapperkernel", B: "ipykernel", X: "xeus-python"}
+        self.lean: dict[str, LeanClient] = {}
         # Per cell: stdout text after the last needle found, and when it arrived.
         self._stream_rest: dict[str, tuple[str, float]] = {}
 
@@ -101,15 +109,47 @@ class Run:
                          "no further measurements on it", name)
             self.broken.add(name)
 
-    def start(self) -> None:
-        for name in (K, B):
+    def start_kernels(self) -> None:
+        """All kernels, each with only a lean client: the relayed-comm phase runs before
+        the notebook connections' reader threads and the headless page exist."""
+        names = [K, B]
+        try:
+            KernelSpecManager().get_kernel_spec(X)
+            names.append(X)
+        except NoSuchKernel:
+            self.finding(f"no kernelspec `{X}` (xeus-python) is installed: its column is empty "
+                         "(`make bench` installs it, a test extra)")
+        for name in names:
             kernel = start(name, self.sandbox)
             self.kernels[name] = kernel
-            self.nb[name] = Notebook(kernel)
+            client = LeanClient(kernel.km.get_connection_info(), iopub_rcvhwm=0)
+            try:
+                client.wait_ready(READY_TIMEOUT_S)
+                client.run(cells.SETUP_COMMON, 60, f"{name}: the setup cell")
+            except BenchFailure as error:
+                client.close()
+                if name != X:
+                    raise
+                self.finding(f"`{name}`: not ready for the relayed-comm runs: {error}", name)
+                continue
+            self.lean[name] = client
             kernel.children()
+
+    def relayed_comms(self) -> None:
+        a = self.args
+        self.comms = measure.relayed_comms(
+            self.lean, a.rt_n, a.block, a.comm_count_n, a.reps, WAIT_S,
+            lambda name, phase, error: self.finding(f"`{name}`, {phase}: {error}", name), log)
+        for client in self.lean.values():
+            client.close()
+        self.lean.clear()
+
+    def start_page(self) -> None:
+        for name in (K, B):
+            self.nb[name] = Notebook(self.kernels[name])
         self.page = BenchPage(self.kernels[K].km.connection_file)
         for name in (K, B):
-            self.nb[name].run(cells.SETUP_COMMON, timeout=60)
+            self.nb[name].run(cells.SETUP_WIDGETS, timeout=60)
         out = self.nb[K].run(cells.SETUP_WRAPPERKERNEL, timeout=60)
         self.slider_address = json_line(out)["slider_address"]
         if not self.page.acked.is_set():
@@ -117,6 +157,10 @@ class Run:
         for name in (K, B):
             self.islider[name] = self._find_intslider(name)
         self.kernels[K].children()
+
+    def start(self) -> None:
+        self.start_kernels()
+        self.start_page()
 
     def _find_intslider(self, name: str) -> str:
         nb = self.nb[name]
@@ -131,6 +175,8 @@ class Run:
                 return content["comm_id"]
 
     def close(self) -> None:
+        for client in self.lean.values():
+            client.close()
         if self.page is not None:
             self.page.close()
         for nb in self.nb.values():
@@ -189,7 +235,9 @@ class Run:
             self.guard(K, "program round trip (idle)", lambda: self.add(
                 "k_prog_idle", json_line(nbk.run(cells.round_trips(a.block, a.gap_s), 60))))
             self.guard(K, "address echo (idle)", lambda: self.add("k_page_idle", self.page_echo(a.block)))
-            for name, key in ((K, "k_relay_idle"), (B, "b_comm_idle")):
+            # The same comm echo through the notebook connection (reader thread, queue
+            # hand-off): a reference row for what that client adds.
+            for name, key in ((K, "k_relay_idle_nb"), (B, "b_comm_idle_nb")):
                 if name in cids:
                     self.guard(name, "comm echo (idle)", lambda name=name, key=key: self.add(
                         key, self.comm_echo(name, a.block, cids[name])))
@@ -274,9 +322,6 @@ class Run:
             for batch in (1000, 1):
                 self.guard(K, f"page -> program {n_in} (batch {batch})",
                            lambda batch=batch, n_in=n_in: self._k_sink(n_in, batch))
-            for name in (K, B):
-                self.guard(name, f"client -> kernel comm_msgs {n_in}",
-                           lambda name=name, n_in=n_in: self._comm_count(name, n_in))
             log(f"throughput repetition {rep + 1}/{a.reps} done")
 
     def _record_tp(self, key: str, n: int, elapsed: float, received: int, in_order: bool,
@@ -353,17 +398,6 @@ class Run:
         t1, (received, in_order) = page.next("/bench/tp/done", 120, "the program's count")
         nbk.finish(msg_id, timeout=30)
         self._record_tp(f"k_page_to_prog_b{batch}_{n}", n, t1 - t0, received, in_order)
-
-    def _comm_count(self, name: str, n: int) -> None:
-        nb = self.nb[name]
-        cid = nb.comm_open("bench_count", {"n": n})
-        t0 = time.perf_counter()
-        for i in range(n):
-            nb.comm_msg(cid, {"i": i})
-        t1, data = nb.next_comm_msg(cid, 120, f"the count of {n} comm messages")
-        nb.comm_close(cid)
-        key = "k_relay_from_client" if name == K else "b_comm_from_client"
-        self._record_tp(f"{key}_{n}", n, t1 - t0, data.get("done", 0), bool(data.get("in_order")))
 
     # ------------------------------------------------------------------ 3. widgets
 
