@@ -399,6 +399,20 @@ class Run:
         nbk.finish(msg_id, timeout=30)
         self._record_tp(f"k_page_to_prog_b{batch}_{n}", n, t1 - t0, received, in_order)
 
+    def _comm_count(self, name: str, n: int) -> None:
+        """client -> kernel comm_msgs through the notebook connection (transport_bench.py's
+        reference row); the counting target answers ``{"report": true}`` with its count."""
+        nb = self.nb[name]
+        cid = nb.comm_open("bench_count", {})
+        t0 = time.perf_counter()
+        for i in range(n):
+            nb.comm_msg(cid, {"i": i})
+        nb.comm_msg(cid, {"report": True})
+        t1, data = nb.next_comm_msg(cid, 120, f"the count of {n} comm messages")
+        nb.comm_close(cid)
+        key = "k_relay_from_client" if name == K else "b_comm_from_client"
+        self._record_tp(f"{key}_{n}", n, t1 - t0, data.get("count", 0), bool(data.get("in_order")))
+
     # ------------------------------------------------------------------ 3. widgets
 
     def widgets(self) -> None:
