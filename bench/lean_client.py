@@ -5,15 +5,17 @@ heartbeat thread, no channel threads, no queues between threads. One ``zmq.Polle
 waits on the sockets, a message is timestamped with ``time.perf_counter()`` the moment
 ``recv_multipart`` returns it, then verified and parsed by ``jupyter_client.Session``
 (the same signing and JSON as every Jupyter frontend). Every kernel is measured through
-the same instance of this class, so what it costs is the same for all of them and as
-small as a client can make it: a round trip is the kernel's time plus one sign, one
-verify and one JSON parse per message on the client side.
+this one class, so what it costs is the same for all of them and as small as a client
+can make it: a round trip is the kernel's time plus one sign, one verify and one JSON
+parse per message on the client side.
 
-Why not ``BlockingKernelClient``: its heartbeat runs on a thread of its own and a second
-thread in the measuring process competes for the GIL and for the two cores; reading the
-shell reply and the IOPub idle one socket at a time (``get_msg`` on one, then on the
-other) leaves the other socket's message waiting; ``execute_interactive`` polls with a
-timeout. None of that is the kernel's time.
+Why not ``BlockingKernelClient``: on the same warm kernels its loop (``get_msg`` on
+shell, then on IOPub) gave execute round trips 0.8 ms (wrapperkernel) to 1.5-2.9 ms
+(xeus-python) above this client's median, with or without its heartbeat thread, so the
+cost is in its per-socket reads rather than that thread (where exactly was not pinned
+down). The comm benchmark's notebook connection hands every message from a reader
+thread to the measuring thread through a ``queue.Queue``: another wake-up and GIL
+hand-off per message. Both stay as reference rows in the reports.
 
 Every wait has a deadline and raises ``BenchFailure`` when it passes. This module starts
 no process and formats nothing.
