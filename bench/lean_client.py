@@ -10,10 +10,9 @@ can make it: a round trip is the kernel's time plus one sign, one verify and one
 parse per message on the client side.
 
 Why not ``BlockingKernelClient``: on the same warm kernels its loop (``get_msg`` on
-shell, then on IOPub) gave execute round trips 0.8 ms (wrapperkernel) to 1.5-2.9 ms
-(xeus-python) above this client's median, with or without its heartbeat thread, so the
-cost is in its per-socket reads rather than that thread (where exactly was not pinned
-down). The comm benchmark's notebook connection hands every message from a reader
+shell, then on IOPub) gave execute round-trip medians 1.4-2.2 ms above this client's,
+by different amounts per kernel, with or without its heartbeat thread, so the cost is in
+its per-socket reads rather than that thread (where exactly was not pinned down). The comm benchmark's notebook connection hands every message from a reader
 thread to the measuring thread through a ``queue.Queue``: another wake-up and GIL
 hand-off per message. Both stay as reference rows in the reports.
 
