@@ -15,7 +15,9 @@ This module only computes names; it never touches the disk.
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 import tempfile
 
 # The seed JupyterLab's debugger hashes with is the one the kernel announces; this is
@@ -35,8 +37,11 @@ def murmur2(data: bytes, seed: int) -> int:
     length = len(data)
     h = (seed ^ length) & _MASK
     whole = length - length % 4
-    for i in range(0, whole, 4):
-        k = int.from_bytes(data[i:i + 4], "little")
+    if sys.byteorder == "little":
+        blocks = memoryview(data)[:whole].cast("I")  # no slice and int per block
+    else:
+        blocks = [int.from_bytes(data[i:i + 4], "little") for i in range(0, whole, 4)]
+    for k in blocks:
         k = (k * _M) & _MASK
         k ^= k >> 24
         k = (k * _M) & _MASK
@@ -56,6 +61,8 @@ def directory_for(kernel_pid: int) -> str:
     return os.path.join(tempfile.gettempdir(), f"wrapperkernel_{kernel_pid}")
 
 
+@functools.lru_cache(maxsize=256)
 def file_name(code: str, directory: str) -> str:
-    """The file a cell with this exact code is compiled as (and dumped to)."""
+    """The file a cell with this exact code is compiled as (and dumped to); cells are
+    often run again unchanged, and the hash is Python arithmetic per 4 bytes."""
     return os.path.join(directory, f"{murmur2(code.encode('utf-8'), HASH_SEED)}{SUFFIX}")

@@ -60,13 +60,17 @@ class CommRouter:
                 return
             self.address.on_page_open(opened)
         elif kind == "msg":
+            content = request.content
+            comm_id = content.get("comm_id")
+            if isinstance(comm_id, str) and self.relay.owns(comm_id):
+                # The relay's comms (ipywidgets...) are the busiest: the only check their
+                # message needs, that comm_id is a string, is done here.
+                self.relay.to_worker(request, "comm_msg", comm_id, content.get("data"))
+                return
             msg = m.parse(m.CommMsg, request.content)
             buffers = list(request.msg.get("buffers") or [])
             if self.address.widget.owns(msg.comm_id):
                 self.address.on_widget_msg(msg, request.msg.get("header"), buffers)
-                return
-            if self.relay.owns(msg.comm_id):
-                self.relay.to_worker(request, "comm_msg", msg.comm_id, msg.data)
                 return
             self.address.on_page_msg(msg, buffers)
         else:

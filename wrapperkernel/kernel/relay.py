@@ -10,11 +10,15 @@ nothing about their content; the worker's ``comm`` package does (``worker/relay.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from typing import Any
 
 from wrapperkernel.wire.transport import Incoming, Transport
 from wrapperkernel.workerlink import frames
+from wrapperkernel.workerlink.framing import encode_body
+
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
 class KernelRelay:
@@ -37,15 +41,27 @@ class KernelRelay:
         buffers = [base64.b64encode(bytes(b)).decode("ascii")
                    for b in request.msg.get("buffers") or []]
         metadata = request.msg.get("metadata")
-        self.worker.send(frames.RelayCommFrame(
-            msg_type=msg_type,  # type: ignore[arg-type]
-            comm_id=comm_id,
-            data={} if data is None else data,
-            metadata=metadata if isinstance(metadata, dict) else {},
-            buffers=buffers,
-            target_name=target_name,
-            target_module=target_module,
-        ))
+        fields = {
+            "type": "relay_comm",
+            "msg_type": msg_type,
+            "comm_id": comm_id,
+            "data": {} if data is None else data,
+            "metadata": metadata if isinstance(metadata, dict) else {},
+            "buffers": buffers,
+            "target_name": target_name,
+            "target_module": target_module,
+        }
+        try:
+            # The frame's JSON, written directly (the worker validates it as a
+            # RelayCommFrame): the page's message is JSON already, and building the
+            # model only to write it out again cost as much as the rest of the relay.
+            body = _dumps(fields).encode("utf-8", errors="surrogateescape")
+        except ValueError:
+            # NaN or infinity in the page's data: the model writes them as JSON can.
+            del fields["type"]
+            self.worker.send(frames.RelayCommFrame(**fields))
+            return
+        self.worker.send_encoded(encode_body(body, "relay_comm"))
 
     def to_page(self, frame: frames.RelayCommFrame) -> None:
         content: dict[str, Any] = {"comm_id": frame.comm_id, "data": frame.data}

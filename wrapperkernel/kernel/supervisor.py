@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wrapperkernel.supervisor")
 
-READ_CHUNK_BYTES = 256 * 1024
 STOP_GRACE_S = 2.0
 
 
@@ -60,7 +59,7 @@ class WorkerSupervisor:
         self._on_exit = on_exit
         self.env = env  # of the worker processes started from now on (None: the kernel's)
         self._process: asyncio.subprocess.Process | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: asyncio.Transport | None = None
         self._watch: asyncio.Task | None = None
         self._stopping = False
         self.generation = 0
@@ -92,19 +91,31 @@ class WorkerSupervisor:
             )
         finally:
             worker_end.close()
-        reader, self._writer = await asyncio.open_connection(sock=kernel_end)
+        # Imported here, not at the top: the kernel answers kernel_info before it pays
+        # for the pydantic models (see app.py).
+        from wrapperkernel.workerlink import frames
+        from wrapperkernel.workerlink.framing import FrameDecoder
+
+        decoder: FrameDecoder[frames.WorkerToKernel] = FrameDecoder(frames.WORKER_TO_KERNEL)
+        loop = asyncio.get_running_loop()
+        link = _Link(decoder, self._on_frame, loop.create_future())
+        self._writer, _ = await loop.create_connection(lambda: link, sock=kernel_end)
         for data in self._held:
             self._writer.write(data)
         self._held.clear()
         self.generation += 1
-        self._watch = asyncio.create_task(self._read(reader, self._process, self.generation))
+        self._watch = asyncio.create_task(self._read(link, self._process, self.generation))
 
     def send(self, frame: frames.Frame) -> None:
         """Queue ``frame`` for the worker: written at the end of this turn of the event
         loop, or by ``flush``. A dead worker's frames are discarded by restart."""
         from wrapperkernel.workerlink.framing import encode
 
-        self._pending.append(encode(frame))
+        self.send_encoded(encode(frame))
+
+    def send_encoded(self, data: bytes) -> None:
+        """As ``send``, for a frame already encoded (``framing.encode_body``)."""
+        self._pending.append(data)
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
 
@@ -127,27 +138,15 @@ class WorkerSupervisor:
             os.kill(self._process.pid, signal.SIGINT)
 
     async def _read(
-        self, reader: asyncio.StreamReader, process: asyncio.subprocess.Process, generation: int
+        self, link: _Link, process: asyncio.subprocess.Process, generation: int
     ) -> None:
-        # Imported here, not at the top: the kernel answers kernel_info before it pays
-        # for the pydantic models (see app.py).
-        from wrapperkernel.workerlink import frames
-        from wrapperkernel.workerlink.framing import FrameDecoder, FramingError
+        from wrapperkernel.workerlink.framing import FramingError
 
-        decoder: FrameDecoder[frames.WorkerToKernel] = FrameDecoder(frames.WORKER_TO_KERNEL)
         reason = ""
         try:
-            while True:
-                data = await reader.read(READ_CHUNK_BYTES)
-                if not data:
-                    decoder.eof()
-                    break
-                for frame in decoder.feed(data):
-                    self._on_frame(frame)
-                # A worker that floods output must not starve the kernel's other tasks
-                # (requests, IOPub subscriptions): read() returns buffered data without
-                # yielding to the event loop.
-                await asyncio.sleep(0)
+            ended = await link.ended
+            if ended is not None:
+                raise ended
         except FramingError as error:
             reason = f"the worker sent a corrupt frame ({error})"
             log.error("%s; killing it", reason)
@@ -186,6 +185,53 @@ class WorkerSupervisor:
         except asyncio.TimeoutError:
             _kill(process)
             await process.wait()
+
+
+class _Link(asyncio.Protocol):
+    """The kernel's end of the link: every chunk the worker wrote is decoded, and its
+    frames handled, in the event loop's own read callback (one per chunk, so a worker
+    that floods output leaves the kernel's other work its turns). ``ended`` gets the
+    reason reading stopped: None for a clean end of the stream, else the exception
+    (``FramingError``, ``ConnectionError``, or what handling a frame raised)."""
+
+    def __init__(self, decoder: Any, on_frame: Callable[[Any], None],
+                 ended: asyncio.Future[BaseException | None]) -> None:
+        self._decoder = decoder
+        self._on_frame = on_frame
+        self.ended = ended
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.ended.done():
+            return  # already broken: the supervisor is replacing this worker
+        try:
+            for frame in self._decoder.feed(data):
+                self._on_frame(frame)
+        except Exception as error:  # noqa: BLE001 - handed to the supervisor, which decides
+            self._end(error)
+            if self._transport is not None:
+                self._transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        try:
+            self._decoder.eof()
+        except Exception as error:  # noqa: BLE001 - a FramingError: handed to the supervisor
+            self._end(error)
+        else:
+            self._end(None)
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not isinstance(exc, ConnectionError):
+            exc = ConnectionError(str(exc))
+        self._end(exc)
+
+    def _end(self, reason: BaseException | None) -> None:
+        if not self.ended.done():
+            self.ended.set_result(reason)
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:

@@ -1,9 +1,9 @@
-"""The kernel's five zmq sockets on asyncio, signing through ``jupyter_client.Session``.
+"""The kernel's five zmq sockets, served from the asyncio event loop.
 
-Messages are (de)serialised and signed by ``Session.serialize`` / ``Session.deserialize``
-and sent with plain non-blocking sends: ``Session.send`` on an asyncio socket would send
-synchronously. A message with a bad signature, that cannot be parsed, or whose header
-cannot address a reply (no header object, no ``msg_type``) is logged and dropped here;
+Messages are (de)serialised and signed by ``codec.Codec`` (``jupyter_client.Session``'s
+key, scheme and digest history, with less work per message than ``Session.serialize``)
+and sent with plain non-blocking sends. A message with a bad signature, that cannot be
+parsed, or whose header cannot address a reply (no header object, no ``msg_type``) is logged and dropped here;
 the kernel's handlers only ever see signed messages with a usable header. Their content
 may still be any JSON value: whether a non-object content is answered (a request) or
 only logged is the kernel's decision, since only it knows which messages are requests.
@@ -19,6 +19,7 @@ slow handler can never make the kernel look dead.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -26,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
+from wrapperkernel.wire.codec import Codec
 from wrapperkernel.wire.connection import ConnectionInfo
 
 log = logging.getLogger("wrapperkernel.wire")
@@ -37,9 +38,10 @@ Handler = Callable[["Incoming"], Awaitable[None]]
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
-# Messages already queued on a socket are read without the asyncio socket's futures,
-# this many at most before other tasks get a turn.
+# Messages already queued on a socket are read one after the other, this many at most
+# before other tasks get a turn.
 DRAIN_MAX = 100
 
 
@@ -66,15 +68,59 @@ class Incoming:
         return self.msg["content"]
 
 
+class _Arrivals:
+    """Wakes the receive loop of one socket when a message is there to read.
+
+    A zmq socket's ``FD`` tells of work for the socket, not of messages: it turns readable
+    when zmq's I/O thread left the socket commands, and any call that processes them (a
+    receive, a send, reading ``EVENTS``) clears it, possibly with messages left queued.
+    So the event loop's callback and every send read ``EVENTS``, and a receive waits only
+    after ``EVENTS`` said there was nothing. Reading ``EVENTS`` is also what clears the fd,
+    so the loop's (level-triggered) callback never spins.
+    """
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+        self._waiter: asyncio.Future[None] | None = None
+
+    def on_fd(self) -> None:
+        """The event loop's callback: the fd is readable."""
+        if self.sock.getsockopt(_EVENTS) & _POLLIN:  # read even with nobody waiting
+            self._wake()
+
+    def check(self) -> None:
+        """After a send: a receive that waits may have a message now. A receive that
+        does not wait looks at ``EVENTS`` itself before it waits."""
+        if self._waiter is not None and self.sock.getsockopt(_EVENTS) & _POLLIN:
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        while not self.sock.getsockopt(_EVENTS) & _POLLIN:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+
 class Transport:
     def __init__(self, info: ConnectionInfo, session: Any) -> None:
         self.info = info
         self.session = session
-        self._context = zmq.asyncio.Context()
-        self._sockets: dict[str, zmq.asyncio.Socket] = {}
-        # Plain sockets sharing each asyncio socket's zmq socket: sending never waits,
-        # and a queued message can be read at once; both skip pyzmq's asyncio futures.
-        self._plain: dict[str, zmq.Socket] = {}
+        self.codec = Codec(session)
+        # Plain sockets, read from the event loop's own fd callbacks (``_Arrivals``):
+        # pyzmq's asyncio sockets make futures for every receive and every part sent,
+        # which cost more than the messages themselves. Sending never waits (ROUTER
+        # and XPUB sockets do not block a sender).
+        self._context = zmq.Context()
+        self._sockets: dict[str, zmq.Socket] = {}
+        self._arrivals: dict[str, _Arrivals] = {}
+        self._watched: list[int] = []
         self._hb_thread: threading.Thread | None = None
         self._hb_context = zmq.Context()
 
@@ -100,20 +146,29 @@ class Transport:
                 sock.router_handover = 1
             sock.bind(info.address(port))
             self._sockets[name] = sock
-            self._plain[name] = zmq.Socket.shadow(sock.underlying)
+            self._arrivals[name] = _Arrivals(sock)
         hb = self._hb_context.socket(zmq.REP)
         hb.linger = 0
         hb.bind(info.address(info.hb_port))
         self._hb_thread = threading.Thread(target=_echo, args=(hb,), name="heartbeat", daemon=True)
         self._hb_thread.start()
 
+    def _watch(self, channel: str) -> _Arrivals:
+        arrivals = self._arrivals[channel]
+        fd = arrivals.sock.getsockopt(zmq.FD)
+        if fd not in self._watched:
+            asyncio.get_running_loop().add_reader(fd, arrivals.on_fd)
+            self._watched.append(fd)
+        return arrivals
+
     async def serve(self, channel: str, handler: Handler) -> None:
         """Receive on ``channel`` forever, handing each valid message to ``handler``."""
-        sock, plain = self._sockets[channel], self._plain[channel]
+        arrivals = self._watch(channel)
+        sock = arrivals.sock
         while True:
             current: list[Incoming] = []  # the message being handled, for the log
             try:
-                await self._serve_ready(channel, sock, plain, handler, current)
+                await self._serve_ready(channel, arrivals, handler, current)
             except Exception:  # noqa: BLE001 - the one catch-all of this loop: log, serve on
                 what = (f"{current[0].msg_type} (msg_id {current[0].msg_id})" if current
                         else "a message")
@@ -121,34 +176,26 @@ class Transport:
                 if sock.closed:
                     return  # closed under us (shutdown): nothing left to serve
 
-    async def _serve_ready(self, channel: str, sock: zmq.asyncio.Socket, plain: zmq.Socket,
-                           handler: Handler, current: list[Incoming]) -> None:
-        """Wait for one message, then handle it and up to ``DRAIN_MAX`` queued ones."""
-        frames: list[bytes] | None = await sock.recv_multipart(copy=True)
-        try:
-            drained = 0
-            while frames is not None:
-                current.clear()
-                request = self._parse(channel, frames)
-                if request is not None:
-                    current.append(request)
-                    await handler(request)
-                frames = None
-                if drained < DRAIN_MAX:
-                    drained += 1
-                    try:
-                        frames = plain.recv_multipart(_NOBLOCK, copy=True)
-                    except zmq.Again:
-                        frames = None
-        finally:
-            # As after a send (see send): the reads above may have taken the fd's edge. Also
-            # after a failure, or messages already queued would wait for the next one.
-            sock.get(_EVENTS)
+    async def _serve_ready(self, channel: str, arrivals: _Arrivals, handler: Handler,
+                           current: list[Incoming]) -> None:
+        """Wait for a message, then handle it and up to ``DRAIN_MAX`` more queued ones."""
+        await arrivals.wait()
+        sock = arrivals.sock
+        for _ in range(DRAIN_MAX):
+            # EVENTS, not a receive that may fail: pyzmq's Again costs more than a check.
+            if not sock.getsockopt(_EVENTS) & _POLLIN:
+                return
+            frames = sock.recv_multipart(_NOBLOCK, copy=True)
+            current.clear()
+            request = self._parse(channel, frames)
+            if request is not None:
+                current.append(request)
+                await handler(request)
+        await asyncio.sleep(0)  # more are queued: the other channels get a turn first
 
     def _parse(self, channel: str, frames: list[bytes]) -> Incoming | None:
         try:
-            idents, parts = self.session.feed_identities(frames, copy=True)
-            msg = self.session.deserialize(parts, content=True, copy=True)
+            idents, msg = self.codec.parse(frames)
         except (ValueError, TypeError, KeyError, IndexError) as error:
             # Bad or duplicate signature, too few frames, no delimiter, bad JSON.
             log.warning("dropped a message on %s: %s", channel, error)
@@ -161,14 +208,19 @@ class Transport:
 
     async def serve_subscriptions(self) -> None:
         """Answer each IOPub subscription with ``iopub_welcome`` (JEP 65)."""
-        sock = self._sockets["iopub"]
+        arrivals = self._watch("iopub")
+        sock = arrivals.sock
         while True:
             try:
-                frames = await sock.recv_multipart()
-                event = frames[0]
-                if event[:1] == b"\x01":
-                    topic = event[1:].decode("utf-8", "replace")
-                    self.publish("iopub_welcome", {"subscription": topic}, parent=None)
+                await arrivals.wait()
+                while True:
+                    try:
+                        event = sock.recv(_NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if event[:1] == b"\x01":
+                        topic = event[1:].decode("utf-8", "replace")
+                        self.publish("iopub_welcome", {"subscription": topic}, parent=None)
             except Exception:  # noqa: BLE001 - the one catch-all of this loop: log, serve on
                 log.exception("answering an IOPub subscription failed; serving on")
                 if sock.closed:
@@ -184,24 +236,21 @@ class Transport:
         metadata: dict[str, Any] | None = None,
         buffers: list[bytes] | None = None,
     ) -> None:
-        msg = self.session.msg(msg_type, content, parent=parent or {}, metadata=metadata)
-        frames = self.session.serialize(msg, ident=idents)
+        frames = self.codec.frames(msg_type, content, parent, idents, metadata)
         if buffers:
             frames = frames + list(buffers)
         # ROUTER and XPUB sockets never block a sender, so a non-blocking send from the
-        # loop's thread is safe. It goes through a plain socket: the asyncio socket would
-        # make a future for every part of every message (a third of the kernel's CPU).
-        sender = self._plain[channel]
+        # loop's thread is safe.
+        sender = self._sockets[channel]
         try:
             for frame in frames[:-1]:
                 sender.send(frame, _MORE)
             sender.send(frames[-1], _LAST)
         except zmq.ZMQError as error:
             log.error("sending %s on %s failed: %s", msg_type, channel, error)
-        # zmq signals readiness on an edge-triggered fd, and a send can consume the edge of
-        # a message that arrived meanwhile: reading EVENTS through the asyncio socket makes
-        # pyzmq wake the receive waiting on this socket, as its own send path does.
-        self._sockets[channel].get(_EVENTS)
+        # A send processes the socket's commands, which may clear its fd with a message
+        # queued: the receive waiting on this socket must look (see _Arrivals).
+        self._arrivals[channel].check()
 
     def publish(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None,
                 metadata: dict[str, Any] | None = None,
@@ -209,8 +258,11 @@ class Transport:
         self.send("iopub", msg_type, content, parent, metadata=metadata, buffers=buffers)
 
     def close(self) -> None:
-        # The senders are shadows: closing one would close the zmq socket under its owner.
-        self._plain.clear()
+        if self._watched:
+            loop = asyncio.get_running_loop()
+            for fd in self._watched:
+                loop.remove_reader(fd)
+            self._watched.clear()
         for sock in self._sockets.values():
             sock.close(linger=500)
         self._context.term()

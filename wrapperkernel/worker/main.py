@@ -148,7 +148,8 @@ class Worker:
         self.context.drains.append(self.address.flush)
         from wrapperkernel.worker.relay import WorkerRelay
 
-        self.relay = WorkerRelay(self.link.send, self.address.dispatcher.submit)
+        self.relay = WorkerRelay(self.link.send, self.address.dispatcher.submit,
+                                 self.link.send_encoded)
         self.relay.install()
         from wrapperkernel.worker.debugger import WorkerDebugger
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import logging
 import sys
 import threading
@@ -41,6 +42,7 @@ from comm.base_comm import BaseComm, CommManager
 
 from wrapperkernel.worker.callbacks import ErrorReporter, Job
 from wrapperkernel.workerlink import frames
+from wrapperkernel.workerlink.framing import encode_body
 
 log = logging.getLogger("wrapperkernel.worker.relay")
 
@@ -50,6 +52,7 @@ CONTROL_TARGET = "jupyter.widget.control"
 CONTROL_PROTOCOL_MAJOR = "1"
 
 Message = dict[str, Any]
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
 class SubmitJob(Protocol):
@@ -67,6 +70,7 @@ class WorkerRelay:
         self,
         send: Callable[[frames.WorkerToKernel], None],
         run_on_dispatcher: SubmitJob,
+        send_encoded: Callable[[bytes], None],
     ) -> None:
         self._run_on_dispatcher = run_on_dispatcher
         self.manager = CommManager()
@@ -84,15 +88,25 @@ class WorkerRelay:
 
             def publish_msg(self, msg_type: str, data: Any = None, metadata: Any = None,
                             buffers: Any = None, **keys: Any) -> None:
-                send(frames.RelayCommFrame(
-                    msg_type=msg_type,  # type: ignore[arg-type]
-                    comm_id=self.comm_id,
-                    data={} if data is None else data,
-                    metadata=metadata or {},
-                    buffers=_encode_buffers(buffers),
-                    target_name=keys.get("target_name"),
-                    target_module=keys.get("target_module"),
-                ))
+                fields = {
+                    "msg_type": msg_type,
+                    "comm_id": self.comm_id,
+                    "data": {} if data is None else data,
+                    "metadata": metadata or {},
+                    "buffers": _encode_buffers(buffers),
+                    "target_name": keys.get("target_name"),
+                    "target_module": keys.get("target_module"),
+                }
+                try:
+                    # Plain JSON (ipywidgets' states are) is written directly; the
+                    # kernel validates the frame as it validates every frame.
+                    body = _dumps({"type": "relay_comm", **fields})
+                except (TypeError, ValueError):
+                    # numpy numbers, NaN...: the model converts what JSON cannot hold.
+                    send(frames.RelayCommFrame(**fields))
+                    return
+                send_encoded(encode_body(body.encode("utf-8", errors="surrogateescape"),
+                                         "relay_comm"))
 
         self.comm_class = RelayedComm
 
