@@ -80,6 +80,8 @@ class WorkerDebugger:
 
     def _apply_debug_mode(self) -> None:
         # Changed here, on the main thread: IPython reads the list while it compiles a cell.
+        if self.active == bool(self._removed_transforms):
+            return  # already in line (nothing to change for almost every cell)
         from IPython.core.inputtransformer2 import leading_empty_lines
 
         cleanup = self._shell.input_transformer_manager.cleanup_transforms

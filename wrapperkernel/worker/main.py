@@ -14,6 +14,7 @@ When the kernel goes away the worker exits at once: it has nobody left to work f
 
 from __future__ import annotations
 
+import _signal
 import argparse
 import builtins
 import ctypes
@@ -262,7 +263,9 @@ class Worker:
         debugger prompt in that cell. A handler the user's code installed is kept.
         """
         bdb = sys.modules.get("bdb")
-        handler = signal.getsignal(signal.SIGINT)
+        if bdb is None:
+            return
+        handler = _signal.getsignal(signal.SIGINT)  # signal.getsignal makes an enum of it
         if bdb is not None and isinstance(getattr(handler, "__self__", None), bdb.Bdb):
             signal.signal(signal.SIGINT, self._on_sigint)
 

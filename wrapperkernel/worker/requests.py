@@ -78,7 +78,8 @@ class RequestRunner:
         # As ipykernel does: the number of the last recorded cell (this one, if recorded).
         count = shell.execution_count - 1
         if result is not None and result.success and not context.display_hook_failed:
-            reply = frames.ExecuteReplyFrame(
+            # Not validated here: the kernel validates every frame it reads.
+            reply = frames.ExecuteReplyFrame.model_construct(
                 req=job.req,
                 status="ok",
                 execution_count=count,

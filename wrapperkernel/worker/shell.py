@@ -307,6 +307,16 @@ class WorkerShell(InteractiveShell):
     def _exiter_default(self) -> ExitAutocall:
         return FrontendExit(self)
 
+    def should_run_async(self, raw_cell: str, *, transformed_cell: str | None = None,
+                         preprocessing_exc_tuple: Any = None) -> bool:
+        """IPython compiles every cell a second time to look for a top-level ``await``,
+        ``async for`` or ``async with``; a cell without either word has none."""
+        text = raw_cell if transformed_cell is None else transformed_cell
+        if "await" not in text and "async" not in text:
+            return False
+        return super().should_run_async(raw_cell, transformed_cell=transformed_cell,
+                                        preprocessing_exc_tuple=preprocessing_exc_tuple)
+
     def init_history(self) -> None:
         self.history_manager = WorkerHistory(shell=self, parent=self)
         self.configurables.append(self.history_manager)
