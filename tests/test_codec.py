@@ -26,7 +26,7 @@ json_values = st.recursive(
 
 
 def kernel_and_client(key: bytes = KEY) -> tuple[Codec, Session]:
-    return Codec(Session(key=key)), Session(key=key)
+    return Codec(key=key, username="kernel-user"), Session(key=key)
 
 
 def from_client(client: Session, msg_type: str, content: dict, **kw) -> list[bytes]:
@@ -70,10 +70,12 @@ def test_what_the_kernel_sends_is_read_by_a_client(content) -> None:
     assert msg["msg_type"] == "execute_reply"
     assert msg["parent_header"]["msg_id"] == request["msg_id"]
     header = msg["header"]
-    kernel_session = codec.session
-    assert header["session"] == kernel_session.session
-    assert header["username"] == kernel_session.username
-    assert header["version"] == kernel_session.msg_header("x")["version"]
+    assert header["session"] == codec.session_id
+    assert header["username"] == "kernel-user"
+    # The header the Session itself would write, field for field.
+    expected = Session(key=KEY, session=codec.session_id, username="kernel-user").msg_header("x")
+    assert list(header) == list(expected)
+    assert header["version"] == expected["version"]
     assert abs((datetime.now(timezone.utc) - header["date"]).total_seconds()) < 60
 
 
@@ -180,3 +182,30 @@ def test_every_message_gets_its_own_id() -> None:
     ids = {read_as_client(client, codec.frames("status", {}, None))["msg_id"]
            for _ in range(100)}
     assert len(ids) == 100
+
+
+def test_the_kernel_never_imports_jupyter_client_for_plain_messages() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from jupyter_client.session import Session\n"
+        "client = Session(key=b'k')\n"
+        "frames = list(client.serialize(client.msg('execute_request', {'code': '1'}), ident=[b'p']))\n"
+        "for name in [m for m in sys.modules if m.startswith(('jupyter_client', 'tornado', 'traitlets', 'dateutil'))]:\n"
+        "    del sys.modules[name]\n"
+        "from wrapperkernel.wire.codec import Codec\n"
+        "codec = Codec(key=b'k')\n"
+        "_, msg = codec.parse(frames)\n"
+        "codec.frames('execute_reply', {'status': 'ok'}, msg['header'], [b'p'])\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'jupyter_client', 'tornado', 'traitlets', 'dateutil'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_signature_scheme_hashlib_lacks_is_refused() -> None:
+    with pytest.raises(ValueError, match="no 'md17'"):
+        Codec(key=KEY, signature_scheme="hmac-md17")

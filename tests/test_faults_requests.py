@@ -26,8 +26,8 @@ from kernel_helpers import REPLY_TIMEOUT_S, KernelConnection, Message, running_k
 
 from wrapperkernel.kernel.kernel import Kernel
 from wrapperkernel.kernel.supervisor import describe_exit
+from wrapperkernel.wire.codec import Codec
 from wrapperkernel.wire.connection import ConnectionInfo
-from wrapperkernel.wire.session import import_session_class
 from wrapperkernel.wire.transport import Incoming, Transport
 from wrapperkernel.workerlink import frames
 from wrapperkernel.workerlink.exits import READER_CRASHED_EXIT
@@ -384,7 +384,7 @@ def bound_transport() -> Transport:
     shell, iopub, stdin, control, hb = free_ports(5)
     info = ConnectionInfo(shell_port=shell, iopub_port=iopub, stdin_port=stdin,
                           control_port=control, hb_port=hb, key="secret")
-    transport = Transport(info, import_session_class()(key=b"secret"))
+    transport = Transport(info, Codec(key=b"secret"))
     transport.bind()
     return transport
 
@@ -415,7 +415,7 @@ async def _serve_survives_a_failed_message() -> list[str]:
     client = zmq.asyncio.Context.instance().socket(zmq.DEALER)
     client.linger = 0
     client.connect(transport.info.address(transport.info.shell_port))
-    session = transport.session
+    session = transport.codec.session  # a client signing with the same key
     try:
         for msg_type in ("first_request", "second_request"):
             await client.send_multipart(session.serialize(session.msg(msg_type, {})))
@@ -459,8 +459,8 @@ async def _subscriptions_survive_a_failed_welcome() -> list[str]:
             parts = await asyncio.wait_for(subscribers[-1].recv_multipart(), REPLY_TIMEOUT_S)
         except asyncio.TimeoutError:
             return welcomes
-        _, parts = transport.session.feed_identities(parts)
-        welcomes.append(transport.session.deserialize(parts)["header"]["msg_type"])
+        _, parts = transport.codec.session.feed_identities(parts)
+        welcomes.append(transport.codec.session.deserialize(parts)["header"]["msg_type"])
     finally:
         task.cancel()
         for sub in subscribers:

@@ -17,8 +17,8 @@ import uuid
 from wrapperkernel.kernel.startup import StartupGate
 from wrapperkernel.kernel.supervisor import WorkerSupervisor
 from wrapperkernel.settings import READ_TIMEOUT_VARIABLE, seconds_from_environment
+from wrapperkernel.wire.codec import Codec
 from wrapperkernel.wire.connection import ConnectionInfo
-from wrapperkernel.wire.session import import_session_class
 from wrapperkernel.wire.transport import Transport
 
 log = logging.getLogger("wrapperkernel")
@@ -105,14 +105,13 @@ async def serve(connection_file: str) -> int:
 
     supervisor = WorkerSupervisor(on_frame=on_frame, on_exit=on_exit)
 
-    Session = import_session_class()
-    session = Session(
+    codec = Codec(
         key=info.key.encode(),
         signature_scheme=info.signature_scheme,
         username=os.environ.get("USER", "kernel"),
-        session=uuid.uuid4().hex,
+        session_id=uuid.uuid4().hex,
     )
-    transport = Transport(info, session)
+    transport = Transport(info, codec)
     transport.bind()
     gate = StartupGate(transport)
     tasks = [

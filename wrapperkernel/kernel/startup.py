@@ -15,6 +15,8 @@ from wrapperkernel.kernel.info import kernel_info_content
 from wrapperkernel.wire.transport import Incoming, Transport
 
 Handler = Callable[[Incoming], Awaitable[None]]
+# How long the first kernel_info_reply may wait for IOPub's first subscriber.
+SUBSCRIBER_WAIT_S = 0.15
 
 
 class StartupGate:
@@ -29,11 +31,24 @@ class StartupGate:
             if self._handlers is not None:
                 await self._handlers[channel](request)
             elif request.msg_type == "kernel_info_request" and not self._held:
+                await self._wait_for_a_subscriber()
                 self._answer_kernel_info(request)
             else:
                 self._held.append((channel, request))
 
         return on_message
+
+    async def _wait_for_a_subscriber(self) -> None:
+        """A frontend's IOPub connects at about the time its shell does, but may be one
+        reconnect behind. jupyter_client's ``wait_for_ready`` wants an IOPub message
+        within 0.2 s of the reply, or it asks again: busy and idle published before its
+        subscription would be lost. A short wait here is shorter than that."""
+        if self.transport.subscribed.is_set():
+            return
+        try:
+            await asyncio.wait_for(self.transport.subscribed.wait(), SUBSCRIBER_WAIT_S)
+        except asyncio.TimeoutError:
+            return  # a client without IOPub: it gets its answer anyway
 
     def _answer_kernel_info(self, request: Incoming) -> None:
         publish = self.transport.publish

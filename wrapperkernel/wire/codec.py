@@ -1,11 +1,17 @@
 """Turns Jupyter messages into signed zmq frames and back, with less work per message than
-``Session.serialize`` / ``Session.deserialize``, for the same bytes on the wire.
+``jupyter_client.Session``, for the same bytes on the wire.
 
-The kernel's ``jupyter_client.Session`` stays the authority: its key, signature scheme,
-session id, user name, header fields and digest history are the ones used here, and any
-message the fast path does not cover goes through the Session itself. What the fast path
-leaves out, measured on the kernel's hot path (a relayed comm echo is two messages in and
-three out, plus the hop to the worker):
+The codec signs and checks with the connection file's key and scheme, as the Session
+does, keeps the same bounded history of signatures seen (a repeated one is refused), and
+writes headers with the Session's fields. ``jupyter_client.Session`` itself is imported
+only for what the fast path leaves to it: a message of another protocol version, or
+without a date, to adapt; a content that is not plain JSON (a date, bytes, NaN) to pack.
+Importing it costs the kernel tornado, traitlets and dateutil (about 60 ms and 8 MB here),
+so a kernel that never meets such a message never pays for it, and the first
+``kernel_info_reply`` goes out sooner.
+
+What the fast path leaves out, measured on the kernel's hot path (a relayed comm echo is
+two messages in and three out, plus the hop to the worker):
 
 - dates: the Session turns every header date into a ``datetime`` and back. The kernel never
   reads a date, so a received header keeps its ISO string, and a new header gets one
@@ -14,7 +20,7 @@ three out, plus the hop to the worker):
   and that header arrived as JSON bytes, which are signed and sent again as they are
   (``Header.raw``);
 - the ``default=`` hook and the retry with ``json_clean``: contents are encoded by the C
-  encoder, and only one it refuses (not JSON, NaN) goes to the Session's own packer;
+  encoder, and only one it refuses goes to the Session's own packer;
 - a fresh HMAC per message is a copy of the keyed one, as in the Session.
 
 Checks are the Session's: a missing, wrong or repeated signature is refused
@@ -23,13 +29,20 @@ Checks are the Session's: a missing, wrong or repeated signature is refused
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
+import os
 import time
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
 DELIMITER = b"<IDS|MSG>"
+# jupyter_client's protocol version (``jupyter_client._version.protocol_version_info``).
+PROTOCOL_VERSION = "5.4"
+# As many signatures as jupyter_client.Session remembers (``digest_history_size``).
+DIGEST_HISTORY_SIZE = 2 ** 16
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _loads = json.loads
 _EMPTY = b"{}"
@@ -75,16 +88,39 @@ class Header(dict):
 
 
 class Codec:
-    def __init__(self, session: Any) -> None:
-        self.session = session
-        self._auth = session.auth  # a keyed HMAC, or None when the key is empty
+    def __init__(self, key: bytes, signature_scheme: str = "hmac-sha256",
+                 username: str = "kernel", session_id: str | None = None) -> None:
+        self.key = key
+        self.signature_scheme = signature_scheme
+        self.username = username
+        self.session_id = session_id or uuid.uuid4().hex
+        if not signature_scheme.startswith("hmac-"):
+            raise ValueError(f"signature scheme {signature_scheme!r} is not hmac-<hash>")
+        digest = getattr(hashlib, signature_scheme.split("-", 1)[1], None)
+        if digest is None:
+            raise ValueError(f"hashlib has no {signature_scheme.split('-', 1)[1]!r}")
+        self._auth = hmac.new(key, digestmod=digest) if key else None
+        # Insertion-ordered, so the oldest half can be forgotten when it is full.
+        self._seen: dict[bytes, None] = {}
+        self._session: Any = None
         # A header is the Session's, field for field; only the id, type and date change.
-        template = session.msg_header("status")
-        self._id_prefix = '{"msg_id":' + _dumps(template["msg_id"].rsplit("_", 1)[0] + "_x")[:-1]
-        self._middle = (f',"username":{_dumps(template["username"])},'
-                        f'"session":{_dumps(template["session"])},"date":"')
-        self._end = f'","version":{_dumps(template["version"])}}}'
+        self._id_prefix = '{"msg_id":' + _dumps(f"{self.session_id}_{os.getpid()}_x")[:-1]
+        self._middle = (f',"username":{_dumps(username)},'
+                        f'"session":{_dumps(self.session_id)},"date":"')
+        self._end = f'","version":{_dumps(PROTOCOL_VERSION)}}}'
         self._count = 0
+
+    @property
+    def session(self) -> Any:
+        """A ``jupyter_client.Session`` with this codec's key and identity, made (and
+        jupyter_client imported) the first time a message needs it."""
+        if self._session is None:
+            from wrapperkernel.wire.session import import_session_class
+
+            self._session = import_session_class()(
+                key=self.key, signature_scheme=self.signature_scheme,
+                username=self.username, session=self.session_id)
+        return self._session
 
     # ------------------------------------------------------------------ receiving
 
@@ -101,13 +137,16 @@ class Codec:
         if self._auth is not None:
             if not signature:
                 raise ValueError("Unsigned Message")
-            digests = self.session.digest_history
-            if signature in digests:
+            seen = self._seen
+            if signature in seen:
                 raise ValueError(f"Duplicate Signature: {signature!r}")
             check = self._sign(header_raw, parent_raw, metadata_raw, content_raw)
             if not hmac.compare_digest(signature, check):
                 raise ValueError(f"Invalid Signature: {signature!r}")
-            self.session._add_digest(signature)  # the Session's bounded history
+            seen[signature] = None
+            if len(seen) > DIGEST_HISTORY_SIZE:
+                for old in list(seen)[: DIGEST_HISTORY_SIZE // 2]:
+                    del seen[old]
         header = _loads(header_raw)
         version = header.get("version") if isinstance(header, dict) else None
         if not (isinstance(version, str) and version.startswith("5.") and "date" in header):
@@ -127,11 +166,12 @@ class Codec:
         return idents, msg
 
     def _parse_slowly(self, parts: list[bytes]) -> dict[str, Any]:
-        auth, self.session.auth = self.session.auth, None
+        session = self.session
+        auth, session.auth = session.auth, None  # checked above; not to be seen twice
         try:
-            return self.session.deserialize(parts, content=True, copy=True)
+            return session.deserialize(parts, content=True, copy=True)
         finally:
-            self.session.auth = auth
+            session.auth = auth
 
     # ------------------------------------------------------------------ sending
 

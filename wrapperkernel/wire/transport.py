@@ -1,8 +1,8 @@
 """The kernel's five zmq sockets, served from the asyncio event loop.
 
-Messages are (de)serialised and signed by ``codec.Codec`` (``jupyter_client.Session``'s
-key, scheme and digest history, with less work per message than ``Session.serialize``)
-and sent with plain non-blocking sends. A message with a bad signature, that cannot be
+Messages are (de)serialised and signed by ``codec.Codec`` (the connection's key and
+scheme, as ``jupyter_client.Session`` signs, with less work per message) and sent with
+plain non-blocking sends. A message with a bad signature, that cannot be
 parsed, or whose header cannot address a reply (no header object, no ``msg_type``) is logged and dropped here;
 the kernel's handlers only ever see signed messages with a usable header. Their content
 may still be any JSON value: whether a non-object content is answered (a request) or
@@ -109,10 +109,9 @@ class _Arrivals:
 
 
 class Transport:
-    def __init__(self, info: ConnectionInfo, session: Any) -> None:
+    def __init__(self, info: ConnectionInfo, codec: Codec) -> None:
         self.info = info
-        self.session = session
-        self.codec = Codec(session)
+        self.codec = codec
         # Plain sockets, read from the event loop's own fd callbacks (``_Arrivals``):
         # pyzmq's asyncio sockets make futures for every receive and every part sent,
         # which cost more than the messages themselves. Sending never waits (ROUTER
@@ -123,14 +122,19 @@ class Transport:
         self._watched: list[int] = []
         self._hb_thread: threading.Thread | None = None
         self._hb_context = zmq.Context()
+        # Set once IOPub has had a subscriber (see StartupGate).
+        self.subscribed = asyncio.Event()
 
     def bind(self) -> None:
         info = self.info
+        # IOPub first: a client that connects all its sockets at once (retrying every
+        # 100 ms by default) then never reaches shell before IOPub, and sees the busy
+        # and idle of its first kernel_info, which jupyter_client's wait_for_ready needs.
         for name, kind, port in (
+            ("iopub", zmq.XPUB, info.iopub_port),
             ("shell", zmq.ROUTER, info.shell_port),
             ("control", zmq.ROUTER, info.control_port),
             ("stdin", zmq.ROUTER, info.stdin_port),
-            ("iopub", zmq.XPUB, info.iopub_port),
         ):
             sock = self._context.socket(kind)
             sock.linger = 1000
@@ -219,6 +223,7 @@ class Transport:
                     except zmq.Again:
                         break
                     if event[:1] == b"\x01":
+                        self.subscribed.set()
                         topic = event[1:].decode("utf-8", "replace")
                         self.publish("iopub_welcome", {"subscription": topic}, parent=None)
             except Exception:  # noqa: BLE001 - the one catch-all of this loop: log, serve on
