@@ -62,9 +62,11 @@ class KernelRelay:
             self.worker.send(frames.RelayCommFrame(**fields))
             return
         self.worker.send_encoded(encode_body(body, "relay_comm"))
-        # Now, not at the end of this turn of the event loop: the worker starts on the
-        # message while the kernel publishes its idle.
-        self.worker.flush()
+        if not self.transport.has_queued(request.channel):
+            # Now, not at the end of this turn of the event loop: the worker starts on
+            # the message while the kernel publishes its idle. With more queued behind
+            # it, they go out together, in one write.
+            self.worker.flush()
 
     def to_page(self, frame: frames.RelayCommFrame) -> None:
         content: dict[str, Any] = {"comm_id": frame.comm_id, "data": frame.data}

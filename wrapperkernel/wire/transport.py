@@ -257,6 +257,10 @@ class Transport:
         # queued: the receive waiting on this socket must look (see _Arrivals).
         self._arrivals[channel].check()
 
+    def has_queued(self, channel: str) -> bool:
+        """Whether another message already waits on ``channel``'s socket."""
+        return bool(self._sockets[channel].getsockopt(_EVENTS) & _POLLIN)
+
     def publish(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None,
                 metadata: dict[str, Any] | None = None,
                 buffers: list[bytes] | None = None) -> None:
