@@ -410,9 +410,12 @@ def run_program_to_page(browser: Browser, server: jupyterlab.LabServer, names: d
                         sizes: Sizes) -> dict[str, Any]:
     session = Session(browser, server, names["wrapperkernel"], "perCommTarget")
     try:
-        return program_to_page(PlaywrightNotebook(session.page), server, sizes, session.console)
+        out = program_to_page(PlaywrightNotebook(session.page), server, sizes, session.console)
     finally:
         session.close()
+    if any("error" in part for part in out.values() if isinstance(part, dict)) or "error" in out:
+        out["server_log_tail"] = server.log_tail(6000)  # the kernels log to the server's log
+    return out
 
 
 def run_program_to_page_cdp(server: jupyterlab.LabServer, profile: Path,
@@ -434,12 +437,15 @@ def run_program_to_page_cdp(server: jupyterlab.LabServer, profile: Path,
     try:
         chromium.open(server.lab_url(f"lab/tree/{name}", reset=""))
         chromium.wait_for(pages.NOTEBOOK_READY, jupyterlab.KERNEL_READY_TIMEOUT_S)
-        return program_to_page(CdpNotebook(chromium), server, sizes, [])
+        out = program_to_page(CdpNotebook(chromium), server, sizes, [])
     except browser_cdp.CdpError as exc:
-        return {"error": f"CdpError: {exc}"}
+        out = {"error": f"CdpError: {exc}"}
     finally:
         chromium.close()
         shut_down_sessions(server)
+    if any("error" in part for part in out.values() if isinstance(part, dict)) or "error" in out:
+        out["server_log_tail"] = server.log_tail(6000)
+    return out
 
 
 def api_send(server: jupyterlab.LabServer, path: str, method: str, body: Any) -> Any:
@@ -494,6 +500,14 @@ def run_server(factory: LabServerFactory, browser: Browser, paths: tuple[Latency
         factory.stop(server)
 
 
+def write_outputs(results: dict[str, Any], options: argparse.Namespace) -> None:
+    browser_report.plot(results, options.plot)
+    section = browser_report.render(results, options.plot, options.out)
+    if str(options.out) != "-":
+        report.write_section(options.out, section, name=SECTION)
+    print(section)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few events, short animations")
@@ -501,9 +515,15 @@ def main() -> int:
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "benchmarks-browser-latency.png")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--paths", help="comma-separated latency paths (default: all)")
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="measure nothing: write the section and the plot from the raw "
+                             "results of an earlier run (its --json file)")
     parser.add_argument("--no-diagnosis", action="store_true",
                         help="skip the second server with TCP_NODELAY on kernel websockets")
     options = parser.parse_args()
+    if options.render is not None:
+        write_outputs(json.loads(options.render.read_text()), options)
+        return 0
     sizes = QUICK if options.quick else FULL
     paths = PATHS
     if options.paths:
@@ -537,13 +557,7 @@ def main() -> int:
     meta["loadavg_at_end"] = os.getloadavg()
     if options.json is not None:
         options.json.write_text(json.dumps(results, indent=1))
-    browser_report.plot(results, options.plot)
-    section = browser_report.render(results, options.plot, options.out)
-    if str(options.out) == "-":
-        print(section)
-    else:
-        report.write_section(options.out, section, name=SECTION)
-        print(section)
+    write_outputs(results, options)
     return 0
 
 

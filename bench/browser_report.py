@@ -357,14 +357,15 @@ def render(results: dict[str, Any], plot_path: Path, out_path: Path) -> str:
 def plot(results: dict[str, Any], path: Path) -> None:
     """ECDF of each path's latency (log x), the floors dashed; paths with no sample are
     named in the legend."""
-    figure, axes = plt.subplots(figsize=(10, 5.5), dpi=110)
+    figure, axes = plt.subplots(figsize=(10, 7.5), dpi=110)
     series = [(row, "") for row in results["latency"]]
     series += [(row, " [TCP_NODELAY]") for row in results.get("nodelay", {}).get("latency", [])]
     for row, suffix in series:
         acks = sorted(_acks(row))
         label = row["path"]["label"] + suffix
         if not acks:
-            axes.plot([], [], " ", label=f"{label}: {_seen_cell(row)[:60]}")
+            seen = "error" if "error" in row else f"{len(acks)} of {row.get('sent', 0)} events seen"
+            axes.plot([], [], " ", label=f"{label}: not seen while the cell ran ({seen})")
             continue
         ys = [(i + 1) / len(acks) for i in range(len(acks))]
         axes.step(acks, ys, where="post", linestyle="-" if not suffix else ":",
@@ -376,16 +377,18 @@ def plot(results: dict[str, Any], path: Path) -> None:
         done = sorted(_floor(row, "doneMs"))
         if done:
             ys = [(i + 1) / len(done) for i in range(len(done))]
-            axes.step(done, ys, where="post", color="grey", linestyle="--",
-                      label=f"floor: page kernel_info (wrapperkernel){suffix}")
+            axes.step(done, ys, where="post", color="black" if suffix else "grey",
+                      linestyle=":" if suffix else "--",
+                      label=f"floor: the page's kernel_info, reply + idle (wrapperkernel){suffix}")
     axes.axvline(P99_GOAL_MS, color="red", linewidth=0.8, linestyle="-.", label="20 ms (p99 goal)")
     axes.set_xscale("log")
     axes.set_xlabel("slider input event → ack in the page DOM (ms, log scale)")
     axes.set_ylabel("fraction of events")
     axes.set_title("Slider → running loop → page, JupyterLab in headless Chromium")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=7, loc="lower right")
+    axes.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2,
+                frameon=False)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    figure.savefig(path, bbox_inches="tight")
     plt.close(figure)
