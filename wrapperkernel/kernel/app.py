@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import sys
 import uuid
 
@@ -23,9 +22,6 @@ from wrapperkernel.wire.transport import Transport
 
 log = logging.getLogger("wrapperkernel")
 
-# The is_complete checker needs IPython's input transformers (~0.1 s to import): load them
-# once the kernel answers, not before.
-PRELOAD_DELAY_S = 0.5
 # How long the gate waits for the frontend's first kernel_info_request before the kernel
 # loads the rest of itself anyway.
 FIRST_KERNEL_INFO_WAIT_S = 0.2
@@ -186,10 +182,11 @@ async def serve(connection_file: str) -> int:
     install_interrupt_handler(loop, kernel)
     await gate.open({"shell": kernel.on_shell, "control": kernel.on_control,
                      "stdin": kernel.on_stdin})
-    loop.call_later(PRELOAD_DELAY_S, lambda: loop.run_in_executor(None, kernel.preload_checker))
     await kernel.shutdown_event.wait()
     await supervisor.stop()
     # The cell files the debugger dumped are this kernel's alone (cellfiles.py).
+    import shutil  # here: shutil imports bz2 and lzma, which only shutdown needs
+
     shutil.rmtree(cell_directory, ignore_errors=True)
     for task in tasks:
         task.cancel()
