@@ -70,6 +70,7 @@ def test_the_kernel_process_loads_neither_ipython_nor_debugpy_until_a_request_ne
     loaded = top_level(kernel_modules(connection, out))
     assert "wrapperkernel" in loaded and "pydantic" in loaded  # the probe sees the kernel
     assert sorted(loaded & set(NOT_AT_STARTUP)) == []
+    assert "wrapperkernel.kernel.debugger" not in kernel_modules(connection, out)
 
     # is_complete is answered in the kernel, from IPython's input transformers: the first
     # request loads them, and the answers are IPython's.
@@ -123,3 +124,16 @@ def test_session_comes_without_tornado_and_dateutil_and_reads_dates_as_before() 
         expected = [json.loads(json.dumps(extract_dates(date), default=json_default))
                     for date in dates]
     assert result["echoed"] == expected
+
+
+def test_the_first_debug_request_loads_the_debugger_and_is_answered(
+        probed: tuple[KernelConnection, Path]) -> None:
+    connection, out = probed
+    assert "wrapperkernel.kernel.debugger" not in kernel_modules(connection, out)
+    reply = connection.request("debug_request", {"type": "request", "seq": 1,
+                                                 "command": "debugInfo"}, channel="control")
+    assert reply.content["success"] is True, reply.content
+    assert reply.content["body"]["isStarted"] is False
+    assert "wrapperkernel.kernel.debugger" in kernel_modules(connection, out)
+    # A cell runs as before: the debugger that now exists holds no cells.
+    assert connection.run("print('after')").stdout == "after\n"
