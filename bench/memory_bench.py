@@ -429,6 +429,15 @@ def render(results: dict[str, Any]) -> str:
             "itself comes to a little more: its sockets, threads, the worker's pipes and "
             "the first messages.", ""]
     out += import_table(imports["kernel"])
+    rows = imports["kernel"]
+    pydantic_rss = sum(row["rss"] - before["rss"] for before, row in zip(rows, rows[1:],
+                                                                          strict=False)
+                       if "pydantic" in row["step"] or "model" in row["step"])
+    out += ["", f"pydantic and the models built with it come to {pydantic_rss / MiB:.1f} MiB "
+            "of that (the rows that name pydantic or models): `import pydantic` loads "
+            "pydantic-core's shared library, and the first model class imports the "
+            "schema-building machinery and looks up plugins (importlib.metadata, email, "
+            "zipfile). The worker imports pydantic for its frame models too."]
     out += ["", "What the kernel avoids, for reference (an interpreter of its own: after "
             "asyncio and zmq, `jupyter_client.session` imported the ordinary way, with the "
             "package `__init__`, tornado and dateutil):", ""]
