@@ -278,3 +278,18 @@ def test_encode_refuses_a_frame_over_the_limit(monkeypatch: pytest.MonkeyPatch) 
 
     with pytest.raises(FramingError, match="exceeds"):
         encode(frames.StreamFrame(req="r", name="stdout", text="x" * 100))
+
+
+@pytest.mark.parametrize("adapter, frame", [
+    (frames.WORKER_TO_KERNEL, frames.ReadyFrame(pid=1, ipython_version="9.18.1, a version")),
+    (frames.KERNEL_TO_WORKER, frames.ExecuteFrame(req="a-request-id", code="print(1)")),
+])
+def test_decoded_strings_are_not_kept_in_the_parsers_cache(adapter: Any, frame: Any) -> None:
+    """Frame values rarely repeat: pydantic's JSON string cache would hold thousands of
+    them for nothing (docs/benchmarks.md, the memory soak). Two parses of the same frame
+    give equal strings, not the one cached object."""
+    decoder = FrameDecoder(adapter)
+    first, second = (decoder.feed(encode(frame))[0] for _ in range(2))
+    assert first == second == frame
+    name = "ipython_version" if isinstance(frame, frames.ReadyFrame) else "req"
+    assert getattr(first, name) is not getattr(second, name)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
-from importlib import resources
 from pathlib import Path
 
 DEFAULT_NAME = "wrapperkernel"
@@ -17,6 +14,8 @@ RESOURCE_FILES = ("kernel.json", "logo-32x32.png", "logo-64x64.png", "logo-svg.s
 
 def kernelspec_source() -> Path:
     """The kernelspec folder: packaged in the wheel, or the repo's for an editable install."""
+    from importlib import resources
+
     packaged = resources.files("wrapperkernel") / "_static" / "kernelspec"
     if packaged.is_dir():
         return Path(str(packaged))
@@ -45,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def install(args: argparse.Namespace) -> str:
+    # Imported here, not at the top: ``run`` is the kernel process, which needs none of them.
+    import shutil
+    import tempfile
+
     from jupyter_client.kernelspec import KernelSpecManager
 
     source = kernelspec_source()
@@ -69,6 +72,8 @@ def install(args: argparse.Namespace) -> str:
 
 
 def uninstall(args: argparse.Namespace) -> str:
+    import shutil
+
     from jupyter_client.kernelspec import KernelSpecManager
 
     manager = KernelSpecManager()

@@ -12,7 +12,6 @@ config close the ``<script>`` element early.
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import json
 from pathlib import Path
 
@@ -66,6 +65,8 @@ def install_config(
 def js_path() -> Path:
     """The page client's file: in wrapperkernel/_static in an installed wheel (pyproject's
     force-include), in the repository's js/ folder for an editable install."""
+    import importlib.resources  # here: it imports tempfile, shutil, bz2 and lzma
+
     packaged = importlib.resources.files("wrapperkernel") / "_static" / JS_FILE_NAME
     if packaged.is_file():
         return Path(str(packaged))

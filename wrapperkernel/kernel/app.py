@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import sys
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from wrapperkernel.kernel.startup import StartupGate
 from wrapperkernel.kernel.supervisor import WorkerSupervisor
@@ -23,9 +24,6 @@ from wrapperkernel.wire.transport import Transport
 
 log = logging.getLogger("wrapperkernel")
 
-# The is_complete checker needs IPython's input transformers (~0.1 s to import): load them
-# once the kernel answers, not before.
-PRELOAD_DELAY_S = 0.5
 # How long the gate waits for the frontend's first kernel_info_request before the kernel
 # loads the rest of itself anyway.
 FIRST_KERNEL_INFO_WAIT_S = 0.2
@@ -84,6 +82,42 @@ def kernel_id_from_connection_file(path: str) -> str:
     if name.startswith("kernel-") and name.endswith(".json"):
         return name[len("kernel-") : -len(".json")]
     return ""
+
+
+class DebuggerOnDemand:
+    """The visual debugger (``kernel/debugger.py``), imported and built at the first
+    ``debug_request``: most sessions never debug, and the kernel need not carry it.
+
+    Until then no debug session exists, so no cell is held, no new worker has a session to
+    get back, and no worker sends debugger frames: the worker events are no-ops.
+    """
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._debugger: Any = None
+
+    async def handle(self, request: dict[str, Any], parent: dict[str, Any]) -> dict[str, Any]:
+        if self._debugger is None:
+            self._debugger = self._build()
+        return await self._debugger.handle(request, parent)
+
+    @property
+    def holds_cells(self) -> bool:
+        return self._debugger is not None and self._debugger.holds_cells
+
+    def on_worker_ready(self) -> None:
+        if self._debugger is not None:
+            self._debugger.on_worker_ready()
+
+    def on_worker_exit(self) -> None:
+        if self._debugger is not None:
+            self._debugger.on_worker_exit()
+
+    def on_worker_frame(self, frame: object) -> None:
+        if self._debugger is not None:
+            self._debugger.on_worker_frame(frame)
+        else:
+            log.warning("a debugger frame from the worker, but no debug_request came yet: dropped")
 
 
 async def serve(connection_file: str) -> int:
@@ -171,14 +205,18 @@ async def serve(connection_file: str) -> int:
     )
     kernel.comm_router = CommRouter(address, KernelRelay(transport, supervisor,
                                                         kernel.current_parent))
-    from wrapperkernel.kernel.debugger import Debugger
 
-    kernel.debugger = Debugger(
-        supervisor.send,
-        lambda event, parent: transport.publish("debug_event", event, parent=parent),
-        cell_directory,
-        on_settled=kernel.start_next,
-    )
+    def build_debugger() -> Any:
+        from wrapperkernel.kernel.debugger import Debugger
+
+        return Debugger(
+            supervisor.send,
+            lambda event, parent: transport.publish("debug_event", event, parent=parent),
+            cell_directory,
+            on_settled=kernel.start_next,
+        )
+
+    kernel.debugger = DebuggerOnDemand(build_debugger)
     for frame in early_frames:
         kernel.on_worker_frame(frame)
     early_frames.clear()
@@ -186,10 +224,11 @@ async def serve(connection_file: str) -> int:
     install_interrupt_handler(loop, kernel)
     await gate.open({"shell": kernel.on_shell, "control": kernel.on_control,
                      "stdin": kernel.on_stdin})
-    loop.call_later(PRELOAD_DELAY_S, lambda: loop.run_in_executor(None, kernel.preload_checker))
     await kernel.shutdown_event.wait()
     await supervisor.stop()
     # The cell files the debugger dumped are this kernel's alone (cellfiles.py).
+    import shutil  # here: shutil imports bz2 and lzma, which only shutdown needs
+
     shutil.rmtree(cell_directory, ignore_errors=True)
     for task in tasks:
         task.cancel()

@@ -37,7 +37,6 @@ the frontend needs anywidget).
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import json
 import logging
 import uuid
@@ -68,6 +67,8 @@ TRANSPORTS = ("auto", "websocket", "widget")
 def anywidget_range() -> str:
     """The ``_model_module_version`` for the frontend's anywidget: the installed anywidget's
     minor series, as anywidget's own widgets ask for, else a lenient range."""
+    import importlib.metadata  # only when a widget model is made: it imports email, zipfile, csv
+
     try:
         version = importlib.metadata.version("anywidget")
     except importlib.metadata.PackageNotFoundError:

@@ -393,5 +393,10 @@ WorkerToKernel = Annotated[
     Field(discriminator="type"),
 ]
 
-KERNEL_TO_WORKER: TypeAdapter[KernelToWorker] = TypeAdapter(KernelToWorker)
-WORKER_TO_KERNEL: TypeAdapter[WorkerToKernel] = TypeAdapter(WorkerToKernel)
+# pydantic's JSON parser keeps, by default, up to 16,384 of the short strings it has read
+# (one cache for every parse in the process); frame values (request ids, output, addresses)
+# rarely repeat, so that cache would only hold memory (up to about 2 MB per process, filling
+# during the first minutes of a session). Keys repeat: those are cached.
+_LINK_CONFIG = ConfigDict(cache_strings="keys")
+KERNEL_TO_WORKER: TypeAdapter[KernelToWorker] = TypeAdapter(KernelToWorker, config=_LINK_CONFIG)
+WORKER_TO_KERNEL: TypeAdapter[WorkerToKernel] = TypeAdapter(WorkerToKernel, config=_LINK_CONFIG)

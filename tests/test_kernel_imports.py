@@ -1,0 +1,139 @@
+"""The kernel process imports only what it needs; the rest waits for the request that needs it.
+
+The worker hosts IPython, and the kernel process never runs user code, so the kernel
+loads neither IPython nor debugpy at startup, nor the packages ``jupyter_client.session``
+imports for features the kernel does not use (tornado, dateutil; see
+``wrapperkernel/wire/session.py``). Those are memory the kernel would carry for its whole
+life (docs/benchmarks.md, the memory-bench section). The checks read the kernel process's
+``sys.modules`` through ``tests/modules_probe.py``, and then make the requests that do
+need a deferred module, to show they are still answered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kernel_helpers import REPLY_TIMEOUT_S, KernelConnection, running_kernel
+
+PROBE = Path(__file__).resolve().parent / "modules_probe.py"
+PROBE_KERNEL = "wrapperkernel-modules-probe"
+# Packages the kernel process must not import at startup, nor while it relays cells.
+NOT_AT_STARTUP = ("IPython", "debugpy", "tornado", "dateutil", "curses", "ipykernel",
+                  "matplotlib_inline", "comm")
+POLL_S = 0.05
+
+
+def top_level(modules: list[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules}
+
+
+@pytest.fixture
+def probed(kernel_env: Path, tmp_path: Path) -> Iterator[tuple[KernelConnection, Path]]:
+    spec_dir = kernel_env / "share" / "jupyter" / "kernels" / PROBE_KERNEL
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    out = tmp_path / "modules.json"
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, str(PROBE), str(out), "-f", "{connection_file}"],
+        "display_name": "wrapperkernel (modules probe)", "language": "python",
+        "interrupt_mode": "signal",
+    }))
+    with running_kernel(PROBE_KERNEL) as connection:
+        yield connection, out
+
+
+def kernel_modules(connection: KernelConnection, out: Path) -> list[str]:
+    """What the kernel process has imported by now."""
+    out.unlink(missing_ok=True)
+    os.kill(connection.km.provisioner.process.pid, signal.SIGUSR1)  # type: ignore[union-attr]
+    deadline = time.monotonic() + REPLY_TIMEOUT_S
+    while not out.exists():
+        assert time.monotonic() < deadline, "the probe wrote no module list"
+        time.sleep(POLL_S)
+    return json.loads(out.read_text())
+
+
+def test_the_kernel_process_loads_neither_ipython_nor_debugpy_until_a_request_needs_them(
+        probed: tuple[KernelConnection, Path]) -> None:
+    connection, out = probed
+    assert connection.run("x = 1\nprint(x + 1)").stdout == "2\n"
+    assert connection.request("comm_info_request", {}).content["status"] == "ok"
+    loaded = top_level(kernel_modules(connection, out))
+    assert "wrapperkernel" in loaded and "pydantic" in loaded  # the probe sees the kernel
+    assert sorted(loaded & set(NOT_AT_STARTUP)) == []
+    assert "wrapperkernel.kernel.debugger" not in kernel_modules(connection, out)
+
+    # is_complete is answered in the kernel, from IPython's input transformers: the first
+    # request loads them, and the answers are IPython's.
+    answers = [connection.request("is_complete_request", {"code": code}).content
+               for code in ("for i in range(3):", "x = 1", "%%time", "print(")]
+    assert answers == [{"status": "incomplete", "indent": "    "}, {"status": "complete"},
+                       {"status": "incomplete", "indent": ""},
+                       {"status": "incomplete", "indent": ""}]
+    assert "IPython" in top_level(kernel_modules(connection, out))
+
+
+def test_session_comes_without_tornado_and_dateutil_and_reads_dates_as_before() -> None:
+    """In a fresh interpreter: the kernel's Session import loads neither package; a signed
+    message's header dates, in each ISO 8601 form jupyter_client parses, go back on the
+    wire as the real dateutil would give them; and both packages import for real after."""
+    script = textwrap.dedent("""
+        import json, sys
+        from wrapperkernel.wire.session import import_session_class
+        Session = import_session_class()
+        before = sorted(n for n in sys.modules if n.split(".")[0] in ("tornado", "dateutil"))
+        session = Session(key=b"secret")
+        dates = json.loads(sys.argv[1])
+        echoed = []
+        for date in dates:
+            header = {**session.msg_header("execute_request"), "date": date}
+            wire = session.serialize({"header": header, "parent_header": {"date": date},
+                                      "metadata": {}, "content": {}})
+            _, parts = session.feed_identities(wire)
+            message = session.deserialize(parts)
+            reply = session.serialize(session.msg("execute_reply", {}, parent=message["header"]))
+            echoed.append(json.loads(reply[3])["date"])
+        import tornado.ioloop, dateutil.parser, zmq.eventloop.zmqstream
+        real = [hasattr(tornado.ioloop.IOLoop, "run_sync"), callable(dateutil.parser.parse),
+                hasattr(zmq.eventloop.zmqstream.ZMQStream, "on_recv")]
+        print(json.dumps({"before": before, "echoed": echoed, "real": real}))
+    """)
+    dates = ["2026-12-01T20:53:40.123456Z", "2026-12-01T20:53:40.123Z",
+             "2026-12-01T20:53:40Z", "2026-12-01T20:53:40.5+01:00", "2026-12-01T20:53:40-0230",
+             "2026-12-01T20:53:40.123456", "not a date"]
+    run = subprocess.run([sys.executable, "-c", script, json.dumps(dates)], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["before"] == [] and result["real"] == [True, True, True]
+
+    # What jupyter_client with the real dateutil makes of the same dates (this process).
+    from jupyter_client.jsonutil import extract_dates, json_default
+
+    with warnings.catch_warnings():  # a naive date is read as local time, with a warning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        expected = [json.loads(json.dumps(extract_dates(date), default=json_default))
+                    for date in dates]
+    assert result["echoed"] == expected
+
+
+def test_the_first_debug_request_loads_the_debugger_and_is_answered(
+        probed: tuple[KernelConnection, Path]) -> None:
+    connection, out = probed
+    assert "wrapperkernel.kernel.debugger" not in kernel_modules(connection, out)
+    reply = connection.request("debug_request", {"type": "request", "seq": 1,
+                                                 "command": "debugInfo"}, channel="control")
+    assert reply.content["success"] is True, reply.content
+    assert reply.content["body"]["isStarted"] is False
+    assert "wrapperkernel.kernel.debugger" in kernel_modules(connection, out)
+    # A cell runs as before: the debugger that now exists holds no cells.
+    assert connection.run("print('after')").stdout == "after\n"
