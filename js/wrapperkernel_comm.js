@@ -69,7 +69,7 @@
     // Acknowledge the kernel's messages after this many, or this long after the first
     // unacknowledged one, whichever comes first (the kernel's flow-control window).
     ack_every_msgs: 16,
-    ack_delay_ms: 20,
+    ack_delay_ms: 8,
     // "auto" | "websocket" | "widget" (chooseTransport); install_id names an installation.
     transport: "auto",
     install_id: null,

@@ -34,13 +34,13 @@ def test_one_script_element_with_client_and_installer_call() -> None:
     assert "globalThis.wrapperkernel_comm_install = install;" in html
     assert _config(html) == {"kernel_id": KERNEL_ID, "transport": "auto", "install_id": None,
                              "debug": False, "heartbeat_timeout_ms": 500,
-                             "ack_every_msgs": 16, "ack_delay_ms": 20}
+                             "ack_every_msgs": 16, "ack_delay_ms": 8}
 
 
 def test_config_carries_debug_and_timeout() -> None:
     config = _config(render_install_html(install_config("k", debug=True, heartbeat_timeout_s=1.25)))
     assert config == {"kernel_id": "k", "transport": "auto", "install_id": None, "debug": True,
-                      "heartbeat_timeout_ms": 1250, "ack_every_msgs": 16, "ack_delay_ms": 20}
+                      "heartbeat_timeout_ms": 1250, "ack_every_msgs": 16, "ack_delay_ms": 8}
 
 
 def test_script_end_tag_in_config_cannot_break_out() -> None:

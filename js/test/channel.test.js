@@ -679,9 +679,9 @@ function fire(timer) {
   timer.fn();
 }
 
-test("DEFAULT_CONFIG acknowledges every 16 messages or after 20 ms", () => {
+test("DEFAULT_CONFIG acknowledges every 16 messages or after 8 ms", () => {
   assert.equal(wk.DEFAULT_CONFIG.ack_every_msgs, 16);
-  assert.equal(wk.DEFAULT_CONFIG.ack_delay_ms, 20);
+  assert.equal(wk.DEFAULT_CONFIG.ack_delay_ms, 8);
 });
 
 test("acks: at once after ack_every_msgs numbered messages, once their items are delivered", async () => {
@@ -768,7 +768,7 @@ test("#comm_open_ack with a seq is acknowledged like any message, after the valu
   const d = start(); // with the default config, the delay timer sends it
   d.socket.serverOpens();
   d.socket.serverSends(fromKernelNumbered(d.channel.commId, { address: "#comm_open_ack", value: true }, 1));
-  fire(liveTimers(d, 20)[0]);
+  fire(liveTimers(d, wk.DEFAULT_CONFIG.ack_delay_ms)[0]);
   await tick();
   assert.deepEqual(acksSent(d.socket), [1]);
 });

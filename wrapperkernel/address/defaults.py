@@ -20,5 +20,10 @@ PRIVATE_PREFIX = "#"
 # messages, else this long after the first unacknowledged one. The kernel passes both
 # to the page client; the acknowledgement's delay adds to how long a send stays
 # unanswered, so it is short next to the queue bound's worth of pacing (about 1 s).
+# It also sets how soon values reach a page through Jupyter Server: its kernel
+# websockets leave Nagle's algorithm on, so a small frame that follows another one
+# waits until the browser's TCP acknowledges the first, which it delays (~40 ms) unless
+# the page sends something. An #ack is that something: 8 ms keeps a page that receives
+# a value per frame (60 fps) from getting them in bunches (bench/browser_bench.py).
 ACK_EVERY_MSGS = 16
-ACK_DELAY_S = 0.02
+ACK_DELAY_S = 0.008
