@@ -216,9 +216,11 @@ class _Link(asyncio.Protocol):
                 self._transport.pause_reading()
 
     def eof_received(self) -> bool:
+        from wrapperkernel.workerlink.framing import FramingError
+
         try:
             self._decoder.eof()
-        except Exception as error:  # noqa: BLE001 - a FramingError: handed to the supervisor
+        except FramingError as error:  # the stream ended inside a frame
             self._end(error)
         else:
             self._end(None)

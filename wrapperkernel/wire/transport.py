@@ -2,11 +2,12 @@
 
 Messages are (de)serialised and signed by ``codec.Codec`` (the connection's key and
 scheme, as ``jupyter_client.Session`` signs, with less work per message) and sent with
-plain non-blocking sends. A message with a bad signature, that cannot be
-parsed, or whose header cannot address a reply (no header object, no ``msg_type``) is logged and dropped here;
-the kernel's handlers only ever see signed messages with a usable header. Their content
-may still be any JSON value: whether a non-object content is answered (a request) or
-only logged is the kernel's decision, since only it knows which messages are requests.
+plain non-blocking sends. A message with a bad signature, that cannot be parsed, or
+whose header cannot address a reply (no header object, no ``msg_type``) is logged and
+dropped here; the kernel's handlers only ever see signed messages with a usable header.
+Their content may still be any JSON value: whether a non-object content is answered (a
+request) or only logged is the kernel's decision, since only it knows which messages are
+requests.
 
 Each receive loop (``serve``, ``serve_subscriptions``) has one broad catch around its
 body, so that a failure in one message is logged with its traceback and the next message
