@@ -14,7 +14,7 @@ import zmq.asyncio
 from jupyter_client.session import Session
 from test_faults_requests import bound_transport
 
-from wrapperkernel.kernel.startup import SUBSCRIBER_WAIT_S, StartupGate
+from wrapperkernel.kernel.startup import StartupGate
 
 TIMEOUT_S = 10.0
 
@@ -34,7 +34,6 @@ async def _first_kernel_info(iopub_delay_s: float | None) -> dict[str, object]:
     seen: list[str] = []
     try:
         request = client.msg("kernel_info_request", {})
-        sent = time.perf_counter()
         await shell.send_multipart(client.serialize(request))
         if iopub_delay_s is not None:
             await asyncio.sleep(iopub_delay_s)
@@ -44,7 +43,6 @@ async def _first_kernel_info(iopub_delay_s: float | None) -> dict[str, object]:
             sub.connect(info.address(info.iopub_port))
         reply = client.deserialize(client.feed_identities(
             await asyncio.wait_for(shell.recv_multipart(), TIMEOUT_S))[1])
-        answered_after = time.perf_counter() - sent
         if sub is not None:
             deadline = time.perf_counter() + 2.0
             while "idle" not in seen and time.perf_counter() < deadline:
@@ -55,7 +53,7 @@ async def _first_kernel_info(iopub_delay_s: float | None) -> dict[str, object]:
                 msg = client.deserialize(client.feed_identities(frames)[1])
                 if msg["parent_header"].get("msg_id") == request["header"]["msg_id"]:
                     seen.append(msg["content"]["execution_state"])
-        return {"reply": reply["msg_type"], "statuses": seen, "after": answered_after}
+        return {"reply": reply["msg_type"], "statuses": seen}
     finally:
         for task in tasks:
             task.cancel()
@@ -73,7 +71,6 @@ def test_an_iopub_a_little_behind_the_shell_sees_busy_and_idle() -> None:
     assert outcome["statuses"] == ["busy", "idle"]
 
 
-def test_a_client_without_iopub_is_answered_after_the_short_wait() -> None:
+def test_a_client_without_iopub_is_answered_all_the_same() -> None:
     outcome = own_loop.run(_first_kernel_info(iopub_delay_s=None))
     assert outcome["reply"] == "kernel_info_reply"
-    assert SUBSCRIBER_WAIT_S * 0.9 <= outcome["after"] < TIMEOUT_S
