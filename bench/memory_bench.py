@@ -6,9 +6,9 @@ Default run (about 4 minutes): writes the ``memory-bench`` section of docs/bench
   environment and warm bytecode cache), the modules of the kernel's startup path are
   imported in the kernel's order, one step at a time; after each step the RSS and USS of
   the interpreter (psutil) and the time the step took. Median of ``--import-runs`` runs.
-  Beside it, for reference, what the kernel avoids: ``jupyter_client.session`` imported
-  the ordinary way, and IPython's input transformers (loaded at the first
-  ``is_complete_request``).
+  Beside it, for reference, what the kernel loads only when a request needs it (the
+  debugger, IPython's input transformers, ``jupyter_client.session``) or never (pydantic's
+  plugin lookup), and ``jupyter_client.session`` imported the ordinary way.
 - **RSS, USS and PSS of each process** (psutil ``memory_full_info``): wrapperkernel's
   kernel and worker, ipykernel, xeus-python, launched from their kernelspecs by
   ``launch.py``, kernels alternating (the order flips each round), ``--launches`` each
@@ -71,19 +71,19 @@ CELLS = (
 LONG_LIVED_ACTIONS = "reopen,reload,drop,malformed"
 SOAK_GROWTH_TOLERANCE_MIB = 0.5
 
-# The kernel's startup path, in the order app.py imports it. Each step is Python code
-# run in the measuring interpreter; "session" is the kernel's own way (wire/session.py).
+# The kernel's startup path, in the order cli.py and app.py import it. Each step is
+# Python code run in the measuring interpreter.
 IMPORT_STEPS: tuple[tuple[str, str], ...] = (
     ("asyncio", "import asyncio"),
-    ("zmq, zmq.asyncio", "import zmq, zmq.asyncio"),
-    ("jupyter_client.session (wire/session.py: bare package, no tornado, no dateutil)",
-     "from wrapperkernel.wire.session import import_session_class; import_session_class()"),
-    ("wrapperkernel.wire.transport, kernel.startup, kernel.supervisor",
-     "import wrapperkernel.wire.transport, wrapperkernel.kernel.startup, "
-     "wrapperkernel.kernel.supervisor"),
+    ("zmq", "import zmq"),
+    ("wrapperkernel.wire.codec, wire.transport, kernel.startup, kernel.supervisor",
+     "import wrapperkernel.wire.codec, wrapperkernel.wire.transport, "
+     "wrapperkernel.kernel.startup, wrapperkernel.kernel.supervisor"),
     ("pydantic", "import pydantic"),
     ("pydantic.BaseModel (the model machinery)", "from pydantic import BaseModel"),
-    ("a first model class (schema building, plugin lookup: importlib.metadata)",
+    ("a first model class (schema building; the plugin lookup held back: "
+     "wrapperkernel/pydantic_plugins.py)",
+     "from wrapperkernel import pydantic_plugins\npydantic_plugins.hold_back()\n"
      "class _First(BaseModel):\n    x: int = 0"),
     ("wrapperkernel.wire.messages (15 models)", "import wrapperkernel.wire.messages"),
     ("wrapperkernel.workerlink.framing (the frame models and their union)",
@@ -93,12 +93,20 @@ IMPORT_STEPS: tuple[tuple[str, str], ...] = (
     ("wrapperkernel.kernel (kernel, address adapter, comm router, relay)",
      "import wrapperkernel.kernel.kernel, wrapperkernel.kernel.comm_router, "
      "wrapperkernel.kernel.address_adapter, wrapperkernel.kernel.relay"),
-    ("wrapperkernel.kernel.debugger", "import wrapperkernel.kernel.debugger"),
 )
-# Not on the startup path, measured after it for reference.
+# Not on the startup path, measured after it for reference: what the kernel loads only
+# when a request needs it, and what it never loads.
 REFERENCE_STEPS: tuple[tuple[str, str], ...] = (
+    ("wrapperkernel.kernel.debugger (loaded at the first debug_request)",
+     "import wrapperkernel.kernel.debugger"),
     ("IPython's input transformers (loaded at the first is_complete_request)",
      "import IPython.core.inputtransformer2"),
+    ("jupyter_client.session (wire/session.py; loaded only for a message the codec "
+     "hands to the Session)",
+     "from wrapperkernel.wire.session import import_session_class; import_session_class()"),
+    ("pydantic's plugin lookup (never loaded in the kernel: importlib.metadata, email, "
+     "zipfile)",
+     "pydantic_plugins.release()\nimport pydantic.plugin._loader"),
 )
 # In an interpreter of its own, after asyncio and zmq: the import the kernel avoids.
 PLAIN_SESSION_STEPS: tuple[tuple[str, str], ...] = (
@@ -429,15 +437,18 @@ def render(results: dict[str, Any]) -> str:
             "itself comes to a little more: its sockets, threads, the worker's pipes and "
             "the first messages.", ""]
     out += import_table(imports["kernel"])
-    rows = imports["kernel"]
+    rows = imports["kernel"][:len(IMPORT_STEPS) + 1]  # the startup path only
     pydantic_rss = sum(row["rss"] - before["rss"] for before, row in zip(rows, rows[1:],
                                                                           strict=False)
                        if "pydantic" in row["step"] or "model" in row["step"])
     out += ["", f"pydantic and the models built with it come to {pydantic_rss / MiB:.1f} MiB "
             "of that (the rows that name pydantic or models): `import pydantic` loads "
             "pydantic-core's shared library, and the first model class imports the "
-            "schema-building machinery and looks up plugins (importlib.metadata, email, "
-            "zipfile). The worker imports pydantic for its frame models too."]
+            "schema-building machinery. Its lookup of pydantic plugins would import "
+            "importlib.metadata, email and zipfile (the last reference row); the kernel "
+            "holds it back for good, and the worker until its first request "
+            "(`wrapperkernel/pydantic_plugins.py`), so the user's models still get their "
+            "plugins. The worker imports pydantic for its frame models too."]
     out += ["", "What the kernel avoids, for reference (an interpreter of its own: after "
             "asyncio and zmq, `jupyter_client.session` imported the ordinary way, with the "
             "package `__init__`, tornado and dateutil):", ""]

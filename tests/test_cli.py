@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from wrapperkernel.address.page_script import js_path
-from wrapperkernel.cli import RESOURCE_FILES, kernelspec_source
+from wrapperkernel.cli import RESOURCE_FILES, build_parser, kernelspec_run, kernelspec_source
 
 COMMAND_TIMEOUT_S = 120
 LOGOS = [name for name in RESOURCE_FILES if name.startswith("logo-")]
@@ -82,3 +82,18 @@ def test_default_install_uses_the_default_name_and_display_name(tmp_path: Path) 
     found = kernelspecs(tmp_path)
     assert found["wrapperkernel"]["spec"]["display_name"] == "Python (wrapperkernel)"
     assert found["wrapperkernel"]["spec"]["interrupt_mode"] == "signal"
+
+
+def test_the_kernelspecs_command_line_is_read_as_argparse_reads_it() -> None:
+    for argv in (["run", "-f", "/tmp/kernel-1.json"], ["run", "--connection-file", "k.json"]):
+        assert kernelspec_run(argv) == build_parser().parse_args(argv).connection_file
+    # Anything else is argparse's to read (and to refuse with its usage message).
+    for argv in (["run", "-f"], ["run", "-f", "a.json", "extra"], ["run", "-f", "--help"],
+                 ["install", "-f", "x"], ["run", "--connection-file=k.json"], []):
+        assert kernelspec_run(argv) is None
+
+
+def test_run_without_a_connection_file_is_refused_with_the_usage(tmp_path: Path) -> None:
+    refused = run("-m", "wrapperkernel", "run", "-f", prefix=tmp_path)
+    assert refused.returncode == 2
+    assert "usage: wrapperkernel run" in refused.stderr

@@ -383,6 +383,28 @@ def test_cell_file_names_use_the_hash_ipykernel_and_jupyterlab_use(code: str) ->
     assert name == f"/cells/{murmur2_x86(code, cellfiles.HASH_SEED)}.py"
 
 
+@pytest.mark.parametrize("setting", ["writable", "missing", "read-only", "unset"])
+def test_the_cell_folder_is_under_the_folder_tempfile_would_choose(
+        setting: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        monkeypatch.delenv(name, raising=False)
+    writable = tmp_path / "writable"
+    writable.mkdir()
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o500)  # (root may write there anyway: so may tempfile)
+    chosen = {"writable": writable, "missing": tmp_path / "missing", "read-only": read_only}
+    if setting in chosen:
+        monkeypatch.setenv("TMPDIR", str(chosen[setting]))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile caches its choice
+    expected = tempfile.gettempdir()
+    assert cellfiles.temporary_root() == expected
+    assert cellfiles.directory_for(123) == os.path.join(expected, "wrapperkernel_123")
+    if setting == "writable":
+        assert expected == str(writable)
+
+
 @given(st.lists(st.dictionaries(st.text(), st.integers() | st.text()), min_size=1, max_size=5),
        st.integers(min_value=1, max_value=50))
 def test_dap_framing_decodes_messages_in_any_chunking(messages: list[dict[str, Any]],

@@ -30,6 +30,10 @@ PROBE_KERNEL = "wrapperkernel-modules-probe"
 # Packages the kernel process must not import at startup, nor while it relays cells.
 NOT_AT_STARTUP = ("IPython", "debugpy", "tornado", "dateutil", "curses", "ipykernel",
                   "matplotlib_inline", "comm")
+# Standard modules the kernel's startup path no longer imports: pydantic's plugin lookup
+# (wrapperkernel/pydantic_plugins.py), the temporary folder (cellfiles.temporary_root)
+# and the command line the kernelspec runs (cli.kernelspec_run).
+STDLIB_NOT_AT_STARTUP = ("importlib.metadata", "email", "zipfile", "tempfile", "argparse")
 POLL_S = 0.05
 
 
@@ -70,7 +74,9 @@ def test_the_kernel_process_loads_neither_ipython_nor_debugpy_until_a_request_ne
     loaded = top_level(kernel_modules(connection, out))
     assert "wrapperkernel" in loaded and "pydantic" in loaded  # the probe sees the kernel
     assert sorted(loaded & set(NOT_AT_STARTUP)) == []
-    assert "wrapperkernel.kernel.debugger" not in kernel_modules(connection, out)
+    modules = kernel_modules(connection, out)
+    assert sorted(set(modules) & set(STDLIB_NOT_AT_STARTUP)) == []
+    assert "wrapperkernel.kernel.debugger" not in modules
 
     # is_complete is answered in the kernel, from IPython's input transformers: the first
     # request loads them, and the answers are IPython's.
@@ -137,3 +143,57 @@ def test_the_first_debug_request_loads_the_debugger_and_is_answered(
     assert "wrapperkernel.kernel.debugger" in kernel_modules(connection, out)
     # A cell runs as before: the debugger that now exists holds no cells.
     assert connection.run("print('after')").stdout == "after\n"
+
+
+PLUGIN = """
+SEEN = []
+
+
+class Recorder:
+    def new_schema_validator(self, schema, schema_type, schema_type_path, schema_kind,
+                             config, plugin_settings):
+        SEEN.append(f"{schema_type_path.module}.{schema_type_path.name}")
+        return None, None, None
+
+
+plugin = Recorder()
+"""
+
+
+def test_the_users_pydantic_models_get_their_plugins_and_wrapperkernels_do_not(
+        kernel_env: Path, tmp_path: Path) -> None:
+    """An installed pydantic plugin (an entry point in the ``pydantic`` group) sees every
+    model the user's program builds in the worker, and none of wrapperkernel's own, which
+    are built before the worker takes requests (``wrapperkernel/pydantic_plugins.py``)."""
+    (tmp_path / "seen_models.py").write_text(PLUGIN)
+    dist = tmp_path / "seen_models-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: seen-models\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[pydantic]\nseen = seen_models:plugin\n")
+    with running_kernel(env={"PYTHONPATH": str(tmp_path)}) as connection:
+        before = connection.run("import sys\n"
+                                "print(sorted(m for m in sys.modules if m in "
+                                "('importlib.metadata', 'pydantic.plugin._loader')))").stdout
+        assert before == "[]\n"
+        code = textwrap.dedent("""
+            from pydantic import BaseModel, TypeAdapter
+
+            class Point(BaseModel):
+                x: int
+
+            print(Point(x="3").x, TypeAdapter(list[int]).validate_python(["4"]))
+            import seen_models
+            print(seen_models.SEEN)
+        """)
+        result = connection.run(code)
+        assert result.stdout.splitlines()[0] == "3 [4]"
+        seen = eval(result.stdout.splitlines()[1])  # noqa: S307 - a list of str printed above
+        assert "__main__.Point" in seen
+        assert [name for name in seen if name.startswith("wrapperkernel")] == []
+        # A comm and a widget after that build nothing of wrapperkernel's under the plugin.
+        code = textwrap.dedent("""
+            from wrapperkernel import widgets
+            s = widgets.Slider(0, 10, value=3)
+            print(s.value, [n for n in seen_models.SEEN if n.startswith("wrapperkernel")])
+        """)
+        assert connection.run(code).stdout == "3 []\n"

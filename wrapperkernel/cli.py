@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    import argparse
 
 DEFAULT_NAME = "wrapperkernel"
 DEFAULT_DISPLAY_NAME = "Python (wrapperkernel)"
@@ -23,6 +26,8 @@ def kernelspec_source() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="wrapperkernel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -87,12 +92,32 @@ def uninstall(args: argparse.Namespace) -> str:
     return manager.remove_kernel_spec(args.name)
 
 
+def run_kernel(connection_file: str) -> NoReturn:
+    from wrapperkernel import pydantic_plugins
+
+    pydantic_plugins.hold_back()  # for the kernel process's whole life
+    from wrapperkernel.kernel.app import run
+
+    raise SystemExit(run(connection_file))
+
+
+def kernelspec_run(argv: list[str]) -> str | None:
+    """The connection file of exactly the command line the kernelspec starts
+    (``run -f FILE``), which is parsed without argparse: importing it is 0.3 MiB the
+    kernel process would keep. Any other command line goes to argparse."""
+    if len(argv) == 3 and argv[0] == "run" and argv[1] in ("-f", "--connection-file") \
+            and not argv[2].startswith("-"):
+        return argv[2]
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
+    connection_file = kernelspec_run(sys.argv[1:] if argv is None else argv)
+    if connection_file is not None:
+        run_kernel(connection_file)
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        from wrapperkernel.kernel.app import run
-
-        raise SystemExit(run(args.connection_file))
+        run_kernel(args.connection_file)
     if args.command == "install":
         print(f"Installed kernelspec {args.name!r} in {install(args)}")
     else:

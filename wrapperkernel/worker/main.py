@@ -30,6 +30,7 @@ import threading
 import traceback
 from typing import Any
 
+from wrapperkernel import pydantic_plugins
 from wrapperkernel.threads import internal_thread
 from wrapperkernel.worker.link import KernelGone, Link
 from wrapperkernel.worker.output import CapturedStream, FdCapture, OutputBuffer
@@ -164,6 +165,8 @@ class Worker:
 
         # Before the reader starts: a subshell's thread may need it at once.
         runner = self.runner = RequestRunner(self.shell, self.context)
+        # The user's program builds its pydantic models with their plugins.
+        pydantic_plugins.release()
         internal_thread(self._read, "kernel-reader").start()
         self.link.send(frames.ReadyFrame(pid=os.getpid(), ipython_version=ipython_version))
         while True:
