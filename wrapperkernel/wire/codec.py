@@ -2,8 +2,8 @@
 ``jupyter_client.Session``, for the same bytes on the wire.
 
 The codec signs and checks with the connection file's key and scheme, as the Session
-does, keeps the same bounded history of signatures seen (a repeated one is refused), and
-writes headers with the Session's fields. ``jupyter_client.Session`` itself is imported
+does, remembers as many of the signatures seen (a repeated one is refused; in fixed
+memory: ``replay.py``), and writes headers with the Session's fields. ``jupyter_client.Session`` itself is imported
 only for what the fast path leaves to it: a message of another protocol version, or
 without a date, to adapt; a content that is not plain JSON (a date, bytes, NaN) to pack.
 Importing it costs the kernel tornado, traitlets and dateutil (about 60 ms and 8 MB here),
@@ -37,6 +37,8 @@ import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
+
+from wrapperkernel.wire.replay import SignatureWindow
 
 DELIMITER = b"<IDS|MSG>"
 # jupyter_client's protocol version (``jupyter_client._version.protocol_version_info``).
@@ -100,8 +102,8 @@ class Codec:
         if digest is None:
             raise ValueError(f"hashlib has no {signature_scheme.split('-', 1)[1]!r}")
         self._auth = hmac.new(key, digestmod=digest) if key else None
-        # Insertion-ordered, so the oldest half can be forgotten when it is full.
-        self._seen: dict[bytes, None] = {}
+        # The last 2^16, in fixed memory (replay.py).
+        self._seen = SignatureWindow(DIGEST_HISTORY_SIZE)
         self._session: Any = None
         # A header is the Session's, field for field; only the id, type and date change.
         self._id_prefix = '{"msg_id":' + _dumps(f"{self.session_id}_{os.getpid()}_x")[:-1]
@@ -138,15 +140,12 @@ class Codec:
             if not signature:
                 raise ValueError("Unsigned Message")
             seen = self._seen
-            if signature in seen:
+            if seen.seen(signature):
                 raise ValueError(f"Duplicate Signature: {signature!r}")
             check = self._sign(header_raw, parent_raw, metadata_raw, content_raw)
             if not hmac.compare_digest(signature, check):
                 raise ValueError(f"Invalid Signature: {signature!r}")
-            seen[signature] = None
-            if len(seen) > DIGEST_HISTORY_SIZE:
-                for old in list(seen)[: DIGEST_HISTORY_SIZE // 2]:
-                    del seen[old]
+            seen.remember(signature)
         header = _loads(header_raw)
         version = header.get("version") if isinstance(header, dict) else None
         if not (isinstance(version, str) and version.startswith("5.") and "date" in header):
