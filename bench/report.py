@@ -285,6 +285,11 @@ class Targets:
 
 
 def targets(results: dict[str, Any]) -> list[str]:
+    return target_checks(results).lines()
+
+
+def target_checks(results: dict[str, Any]) -> Targets:
+    """Every target of one run (``runs_report.py`` sets several runs side by side)."""
     cand, base, ref = results["candidate"], results["baseline"], results.get("reference")
     t = Targets(results["labels"], cand)
 
@@ -320,7 +325,7 @@ def targets(results: dict[str, Any]) -> list[str]:
            count(lost.get(cand)), "lost by the others", others or "—", "", "0"],
           cand in lost and lost[cand] == 0, f"{results['labels'][cand]} lost "
           f"{count(lost.get(cand))} stdout lines")
-    return t.lines()
+    return t
 
 
 def _columns(results: dict[str, Any]) -> tuple[list[str], list[str]]:
