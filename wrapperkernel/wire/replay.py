@@ -9,8 +9,10 @@ the rate messages arrive, so a kernel's memory grows for as long as it serves (a
 tables: an open-addressing hash table of 64-bit keys with twice as many slots as
 signatures, and a ring of the same keys in arrival order, which says which one to forget
 when a new one comes. For 2^16 signatures that is 1.5 MiB at most, allocated once as
-anonymous memory: the system gives the pages as they are first written, all of them
-within the first few thousand messages, and the kernel's memory stays flat after that.
+anonymous memory, whose pages the system gives as they are first written. Keys land in
+the table at random, so its 1 MiB is all there within the first few thousand messages;
+the ring is written in order, a 4 KiB page per 512 messages, until its 0.5 MiB is full
+after 2^16 messages. Nothing grows after that.
 
 A key is the process's own ``hash()`` of the signature bytes (SipHash, with a key chosen
 at random when the process starts), so the key of an attacker's signature cannot be
