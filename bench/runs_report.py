@@ -50,7 +50,7 @@ def run_heading(meta: dict[str, Any], script: str) -> str:
 def rows_of(targets: report.Targets) -> dict[str, list[str]]:
     """Rows against xeus-python, and the 'lost' rows, by title."""
     return {row[0]: row for row in targets.rows
-            if row[2] == REFERENCE_LABEL or row[0].startswith(("stdout lines lost",
+            if row[2].startswith(REFERENCE_LABEL) or row[0].startswith(("stdout lines lost",
                                                                  "client→kernel comm_msgs lost"))}
 
 

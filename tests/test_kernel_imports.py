@@ -197,3 +197,29 @@ def test_the_users_pydantic_models_get_their_plugins_and_wrapperkernels_do_not(
             print(s.value, [n for n in seen_models.SEEN if n.startswith("wrapperkernel")])
         """)
         assert connection.run(code).stdout == "3 []\n"
+
+
+def test_the_kernel_answers_its_first_kernel_info_before_it_imports_pydantic() -> None:
+    """``app.serve`` binds the sockets and answers the first kernel_info before loading
+    the rest of the kernel; importing pydantic alone takes about 100 ms here, so nothing
+    on the way there (the command line, ``app``'s own imports) may import it. Checked in
+    a fresh interpreter, with ``app.run`` replaced by a probe."""
+    script = textwrap.dedent("""
+        import json, sys
+        import wrapperkernel.kernel.app as app
+        seen = {}
+        def probe(connection_file):
+            seen["at run"] = sorted(m for m in sys.modules if m.split(".")[0] == "pydantic")
+            return 0
+        app.run = probe
+        from wrapperkernel import cli
+        try:
+            cli.main(["run", "-f", "kernel-x.json"])
+        except SystemExit as done:
+            seen["exit"] = done.code
+        print(json.dumps(seen))
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"at run": [], "exit": 0}

@@ -93,9 +93,6 @@ def uninstall(args: argparse.Namespace) -> str:
 
 
 def run_kernel(connection_file: str) -> NoReturn:
-    from wrapperkernel import pydantic_plugins
-
-    pydantic_plugins.hold_back()  # for the kernel process's whole life
     from wrapperkernel.kernel.app import run
 
     raise SystemExit(run(connection_file))

@@ -160,6 +160,12 @@ async def serve(connection_file: str) -> int:
         await asyncio.wait_for(gate.answered.wait(), FIRST_KERNEL_INFO_WAIT_S)
     except asyncio.TimeoutError:
         log.debug("no kernel_info_request yet; loading the kernel anyway")
+    # pydantic is first needed from here on (importing it takes about 100 ms, which the
+    # first answer above does not wait for). The kernel's models never get pydantic's
+    # plugins, for the process's whole life: it runs no user code (pydantic_plugins.py).
+    from wrapperkernel import pydantic_plugins
+
+    pydantic_plugins.hold_back()
     # Now the worker: started earlier, it would compete for the CPU with the imports
     # above on a two-core machine and delay the first answer. Its widgets carry the page
     # client's install config, to install it themselves in a reloaded page.

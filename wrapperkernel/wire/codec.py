@@ -3,9 +3,10 @@
 
 The codec signs and checks with the connection file's key and scheme, as the Session
 does, remembers as many of the signatures seen (a repeated one is refused; in fixed
-memory: ``replay.py``), and writes headers with the Session's fields. ``jupyter_client.Session`` itself is imported
-only for what the fast path leaves to it: a message of another protocol version, or
-without a date, to adapt; a content that is not plain JSON (a date, bytes, NaN) to pack.
+memory: ``replay.py``), and writes headers with the Session's fields.
+``jupyter_client.Session`` itself is imported only for what the fast path leaves to it:
+a message of another protocol version, or without a date, to adapt; a content that is
+not plain JSON (a date, bytes, NaN) to pack.
 Importing it costs the kernel tornado, traitlets and dateutil (about 60 ms and 8 MB here),
 so a kernel that never meets such a message never pays for it, and the first
 ``kernel_info_reply`` goes out sooner.

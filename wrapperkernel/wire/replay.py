@@ -1,9 +1,10 @@
 """The signatures of the last messages received, so that a replayed message is refused.
 
-``jupyter_client.Session`` keeps up to 2^16 signatures in a set of strings and culls a
-tenth of them at random when it is full. Filled, that is about 10 MiB, and it fills at
-the rate messages arrive, so a kernel's memory grows for as long as it serves (about
-0.3 MiB a minute in the chaos soak: docs/benchmarks.md, the memory-soak part).
+``jupyter_client.Session`` keeps up to 2^16 signatures in a set of bytes and culls a
+tenth of them at random when it is full. Filled, that is about 9 MiB, and it fills at
+the rate messages arrive, so a kernel's memory grows for as long as it serves: the
+codec's first history, a dict of the same bytes, grew by 5.5 MiB over 40,000
+``kernel_info_request``s, and by 0.38 MiB a minute in the chaos soak (docs/performance.md).
 
 ``SignatureWindow`` remembers exactly the last ``capacity`` signatures in two fixed
 tables: an open-addressing hash table of 64-bit keys with twice as many slots as
